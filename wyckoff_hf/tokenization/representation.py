@@ -1,0 +1,262 @@
+"""The Wyckoff representation of a crystal: its space group and its occupied Wyckoff positions.
+
+structure → ``WyckoffRepresentation.from_structure`` (spglib) → representation → ``to_structure``
+(pyxtal) → a new structure with the same symmetry and composition but fresh free parameters and lattice.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import Counter
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import spglib
+from pymatgen.core import Composition, Element, Structure
+
+from .errors import (
+    DisorderedStructureError,
+    InvalidRepresentationError,
+    RealizationError,
+    StructureParseError,
+    SymmetryAnalysisError,
+)
+from .wyckoff_tables import WyckoffPosition, space_group_table
+
+StructureLike = Structure | str | os.PathLike
+
+
+@cache
+def electronegativity_key(element: str) -> tuple[float, int]:
+    """Sort key of the seed paper: Pauling electronegativity, ties (and noble gases, which have none) by Z."""
+    el = Element(element)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = el.X
+    return (x if not math.isnan(x) else math.inf, el.Z)
+
+
+@dataclass(frozen=True, slots=True)
+class WyckoffSite:
+    """One occupied Wyckoff orbit: an element on a Wyckoff position of the space group."""
+
+    element: str
+    letter: str
+    site_symmetry: str
+    enumeration: int
+    multiplicity: int
+    dof: int
+
+    @classmethod
+    def from_position(cls, element: str, position: WyckoffPosition) -> WyckoffSite:
+        return cls(element, position.letter, position.site_symmetry, position.enumeration,
+                   position.multiplicity, position.dof)
+
+    def __str__(self) -> str:
+        return f"{self.element} {self.multiplicity}{self.letter}"
+
+
+def _sort_key(site: WyckoffSite, space_group: int) -> tuple[float, int, int]:
+    return (*electronegativity_key(site.element), space_group_table(space_group).letter_index(site.letter))
+
+
+@dataclass(frozen=True, slots=True)
+class WyckoffRepresentation:
+    """A crystal as (space group, sites), sites in canonical order. Validated on construction."""
+
+    space_group: int
+    sites: tuple[WyckoffSite, ...]
+
+    def __post_init__(self) -> None:
+        try:
+            table = space_group_table(self.space_group)
+        except KeyError as err:
+            raise InvalidRepresentationError(str(err)) from None
+        if not self.sites:
+            raise InvalidRepresentationError(f"space group {self.space_group}: a crystal needs at least one site")
+        for site in self.sites:
+            try:
+                Element(site.element)
+            except ValueError:
+                raise InvalidRepresentationError(f"{site.element!r} is not a chemical element") from None
+            try:
+                expected = WyckoffSite.from_position(site.element, table.by_letter(site.letter))
+            except KeyError as err:
+                raise InvalidRepresentationError(str(err.args[0])) from None
+            if site != expected:
+                raise InvalidRepresentationError(
+                    f"site {site} does not match space group {self.space_group}: expected {expected!r}"
+                )
+        reused = [
+            letter for letter, count in Counter(s.letter for s in self.sites if s.dof == 0).items() if count > 1
+        ]
+        if reused:
+            raise InvalidRepresentationError(
+                f"{table.symbol} ({self.space_group}): fixed Wyckoff position(s) {', '.join(reused)} "
+                "(0 free parameters) can hold one atom orbit only"
+            )
+
+    # ----------------------------------------------------------------------------------------- building
+
+    @classmethod
+    def from_sites(cls, space_group: int, sites: list[tuple[str, str]] | tuple[tuple[str, str], ...],
+                   canonical: bool = True) -> WyckoffRepresentation:
+        """Build from (element, letter) pairs; ``canonical`` picks the canonical labelling and order."""
+        try:
+            table = space_group_table(space_group)
+        except KeyError as err:
+            raise InvalidRepresentationError(str(err)) from None
+        if canonical:
+            sites = _canonical_labelling(space_group, [(str(e), str(x)) for e, x in sites])
+        built = []
+        for element, letter in sites:
+            try:
+                built.append(WyckoffSite.from_position(element, table.by_letter(letter)))
+            except KeyError as err:
+                raise InvalidRepresentationError(str(err.args[0])) from None
+        return cls(space_group, tuple(built))
+
+    @classmethod
+    def from_structure(cls, structure: StructureLike, symprec: float = 0.1,
+                       angle_tolerance: float = 5.0) -> WyckoffRepresentation:
+        """Analyse a structure (pymatgen ``Structure``, CIF text or CIF path) with spglib.
+
+        One site per symmetry-distinct orbit, letters in the standard setting, then the canonical
+        labelling among the Euclidean-normalizer alternatives, so rotated, translated, supercelled or
+        permuted copies of one crystal give the same representation.
+        """
+        structure = load_structure(structure)
+        if len(structure) == 0:
+            raise StructureParseError("the structure has no atoms")
+        if not structure.is_ordered:
+            raise DisorderedStructureError(
+                f"{structure.composition.reduced_formula}: partial occupancies; one element per site is required"
+            )
+        cell = (structure.lattice.matrix, structure.frac_coords, np.array(structure.atomic_numbers))
+        dataset = spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=angle_tolerance)
+        if dataset is None:
+            raise SymmetryAnalysisError(
+                f"{structure.composition.reduced_formula}: spglib found no space group "
+                f"(symprec={symprec}, angle_tolerance={angle_tolerance})"
+            )
+        orbits = sorted(set(int(i) for i in dataset.equivalent_atoms))
+        species = [structure[i].specie.symbol for i in orbits]
+        letters = [dataset.wyckoffs[i] for i in orbits]
+        return cls.from_sites(int(dataset.number), list(zip(species, letters, strict=True)))
+
+    # ----------------------------------------------------------------------------------------- views
+
+    @property
+    def symbol(self) -> str:
+        return space_group_table(self.space_group).symbol
+
+    @property
+    def num_atoms(self) -> int:
+        """Atoms in the conventional cell: the sum of the multiplicities."""
+        return sum(site.multiplicity for site in self.sites)
+
+    @property
+    def composition(self) -> Composition:
+        """Composition of the conventional cell."""
+        counts: Counter[str] = Counter()
+        for site in self.sites:
+            counts[site.element] += site.multiplicity
+        return Composition(dict(counts))
+
+    @property
+    def elements(self) -> tuple[str, ...]:
+        """Distinct elements, in site order."""
+        return tuple(dict.fromkeys(site.element for site in self.sites))
+
+    def template(self) -> tuple[int, tuple[str, ...]]:
+        """The representation with elements abstracted away (space group and letters, in order)."""
+        return (self.space_group, tuple(sorted(site.letter for site in self.sites)))
+
+    def __str__(self) -> str:
+        return f"{self.symbol} ({self.space_group}): " + ", ".join(str(site) for site in self.sites)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe dict; ``from_dict`` inverts it (and re-validates)."""
+        return {
+            "space_group": self.space_group,
+            "sites": [[site.element, site.letter] for site in self.sites],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WyckoffRepresentation:
+        try:
+            space_group, sites = int(data["space_group"]), [tuple(site) for site in data["sites"]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise InvalidRepresentationError(f"not a Wyckoff representation dict: {data!r} ({err})") from None
+        return cls.from_sites(space_group, sites, canonical=False)
+
+    # ----------------------------------------------------------------------------------------- to 3D
+
+    def to_structure(self, seed: int | None = None, max_attempts: int = 10, factor: float = 1.1) -> Structure:
+        """A random 3D structure with this symmetry through pyxtal (conventional cell).
+
+        pyxtal samples the lattice and free coordinates; some combinations cannot be placed without
+        overlaps. It is given ``max_attempts`` tries, then a ``RealizationError`` names the representation.
+        """
+        from pyxtal import pyxtal
+
+        species = list(self.elements)
+        num_ions = [sum(s.multiplicity for s in self.sites if s.element == e) for e in species]
+        sites = [[f"{s.multiplicity}{s.letter}" for s in self.sites if s.element == e] for e in species]
+        crystal = pyxtal()
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                crystal.from_random(3, self.space_group, species, num_ions, factor=factor, sites=sites,
+                                    max_count=max_attempts, random_state=seed)
+                structure = crystal.to_pymatgen()
+        except Exception as err:  # pyxtal raises RuntimeError and assorted others for impossible placements
+            raise RealizationError(f"pyxtal could not realise {self} in {max_attempts} attempts: {err}") from err
+        if not crystal.valid:
+            raise RealizationError(f"pyxtal could not realise {self} in {max_attempts} attempts")
+        return structure
+
+
+def _canonical_labelling(space_group: int, sites: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Among the normalizer relabellings, the one whose canonically ordered sites sort first."""
+    table = space_group_table(space_group)
+    for element, letter in sites:
+        table.by_letter(letter)  # raises a clear KeyError for an unknown letter
+        electronegativity_key(element)
+    best: tuple | None = None
+    best_sites: list[tuple[str, str]] = []
+    for relabel in table.relabellings:
+        relabelled = sorted(
+            ((e, relabel[x]) for e, x in sites),
+            key=lambda s: (*electronegativity_key(s[0]), table.letter_index(s[1])),
+        )
+        key = tuple((*electronegativity_key(e), table.letter_index(x)) for e, x in relabelled)
+        if best is None or key < best:
+            best, best_sites = key, relabelled
+    return best_sites
+
+
+def load_structure(source: StructureLike) -> Structure:
+    """A pymatgen ``Structure`` from itself, CIF text or a CIF file path; ``StructureParseError`` otherwise."""
+    if isinstance(source, Structure):
+        return source
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):
+        path = Path(source)
+        if not path.is_file():
+            raise StructureParseError(f"no such CIF file: {str(source)[:200]!r}")
+        text = path.read_text()
+    elif isinstance(source, str):
+        text = source
+    else:
+        raise StructureParseError(f"expected a pymatgen Structure, CIF text or a path, got {type(source).__name__}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Structure.from_str(text, fmt="cif")
+    except Exception as err:  # pymatgen raises ValueError, IndexError, KeyError... for broken CIFs
+        raise StructureParseError(f"unparseable CIF: {type(err).__name__}: {err}") from err
