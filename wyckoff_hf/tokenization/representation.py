@@ -26,7 +26,7 @@ from .errors import (
     StructureParseError,
     SymmetryAnalysisError,
 )
-from .wyckoff_tables import WyckoffPosition, space_group_table
+from .wyckoff_tables import SpaceGroupTable, WyckoffPosition, space_group_table
 
 StructureLike = Structure | str | os.PathLike
 
@@ -80,10 +80,7 @@ class WyckoffRepresentation:
         if not self.sites:
             raise InvalidRepresentationError(f"space group {self.space_group}: a crystal needs at least one site")
         for site in self.sites:
-            try:
-                Element(site.element)
-            except ValueError:
-                raise InvalidRepresentationError(f"{site.element!r} is not a chemical element") from None
+            _check_element(site.element)
             try:
                 expected = WyckoffSite.from_position(site.element, table.by_letter(site.letter))
             except KeyError as err:
@@ -107,19 +104,18 @@ class WyckoffRepresentation:
     def from_sites(cls, space_group: int, sites: list[tuple[str, str]] | tuple[tuple[str, str], ...],
                    canonical: bool = True) -> WyckoffRepresentation:
         """Build from (element, letter) pairs; ``canonical`` picks the canonical labelling and order."""
+        pairs = [(str(element), str(letter)) for element, letter in sites]
         try:
             table = space_group_table(space_group)
+            for element, letter in pairs:
+                table.by_letter(letter)
+                _check_element(element)
         except KeyError as err:
-            raise InvalidRepresentationError(str(err)) from None
+            raise InvalidRepresentationError(str(err.args[0])) from None
         if canonical:
-            sites = _canonical_labelling(space_group, [(str(e), str(x)) for e, x in sites])
-        built = []
-        for element, letter in sites:
-            try:
-                built.append(WyckoffSite.from_position(element, table.by_letter(letter)))
-            except KeyError as err:
-                raise InvalidRepresentationError(str(err.args[0])) from None
-        return cls(space_group, tuple(built))
+            pairs = _canonical_labelling(table, pairs)
+        return cls(int(space_group),
+                   tuple(WyckoffSite.from_position(element, table.by_letter(letter)) for element, letter in pairs))
 
     @classmethod
     def from_structure(cls, structure: StructureLike, symprec: float = 0.1,
@@ -144,7 +140,9 @@ class WyckoffRepresentation:
                 f"{structure.composition.reduced_formula}: spglib found no space group "
                 f"(symprec={symprec}, angle_tolerance={angle_tolerance})"
             )
-        orbits = sorted(set(int(i) for i in dataset.equivalent_atoms))
+        # crystallographic_orbits (unlike equivalent_atoms) also merges copies related by the pure
+        # translations of a supercell, so one orbit of the primitive crystal stays one site.
+        orbits = sorted({int(i) for i in dataset.crystallographic_orbits})
         species = [structure[i].specie.symbol for i in orbits]
         letters = [dataset.wyckoffs[i] for i in orbits]
         return cls.from_sites(int(dataset.number), list(zip(species, letters, strict=True)))
@@ -222,22 +220,24 @@ class WyckoffRepresentation:
         return structure
 
 
-def _canonical_labelling(space_group: int, sites: list[tuple[str, str]]) -> list[tuple[str, str]]:
+def _check_element(element: str) -> None:
+    try:
+        Element(element)
+    except ValueError:
+        raise InvalidRepresentationError(f"{element!r} is not a chemical element") from None
+
+
+def _canonical_labelling(table: SpaceGroupTable, sites: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """Among the normalizer relabellings, the one whose canonically ordered sites sort first."""
-    table = space_group_table(space_group)
-    for element, letter in sites:
-        table.by_letter(letter)  # raises a clear KeyError for an unknown letter
-        electronegativity_key(element)
     best: tuple | None = None
     best_sites: list[tuple[str, str]] = []
     for relabel in table.relabellings:
-        relabelled = sorted(
-            ((e, relabel[x]) for e, x in sites),
-            key=lambda s: (*electronegativity_key(s[0]), table.letter_index(s[1])),
+        keyed = sorted(
+            ((*electronegativity_key(e), table.letter_index(relabel[x])), (e, relabel[x])) for e, x in sites
         )
-        key = tuple((*electronegativity_key(e), table.letter_index(x)) for e, x in relabelled)
+        key = tuple(k for k, _ in keyed)
         if best is None or key < best:
-            best, best_sites = key, relabelled
+            best, best_sites = key, [site for _, site in keyed]
     return best_sites
 
 

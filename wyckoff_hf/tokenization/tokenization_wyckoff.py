@@ -28,7 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-from pymatgen.core import Element
+from pymatgen.core import Element, Structure
 from transformers import BatchEncoding
 from transformers.utils import PushToHubMixin, cached_file
 
@@ -149,7 +149,9 @@ class WyckoffTokenizer(PushToHubMixin):
         A crystal that cannot be converted raises a ``WyckoffError`` naming its index in the batch;
         use ``wyckoff_hf.tokenization.representations_from_structures`` to report and skip instead.
         """
-        single = isinstance(items, WyckoffRepresentation | str | os.PathLike) or not isinstance(items, Sequence)
+        # a pymatgen Structure is itself a Sequence (of sites): test for the single-crystal types first
+        single = isinstance(items, Structure | WyckoffRepresentation | str | os.PathLike) or not isinstance(
+            items, Sequence)
         batch = [items] if single else list(items)
         encodings = []
         for index, item in enumerate(batch):

@@ -17,7 +17,7 @@ crystal can be given one canonical labelling among its equally correct ones.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -45,22 +45,22 @@ class SpaceGroupTable:
     symbol: str
     positions: tuple[WyckoffPosition, ...]
     relabellings: tuple[dict[str, str], ...]
+    _by_letter: dict[str, WyckoffPosition] = field(init=False, repr=False, compare=False)
+    _by_symmetry: dict[tuple[str, int], WyckoffPosition] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_letter", {p.letter: p for p in self.positions})
-        object.__setattr__(
-            self, "_by_symmetry", {(p.site_symmetry, p.enumeration): p for p in self.positions}
-        )
+        object.__setattr__(self, "_by_symmetry", {(p.site_symmetry, p.enumeration): p for p in self.positions})
 
     def by_letter(self, letter: str) -> WyckoffPosition:
         try:
-            return self._by_letter[letter]  # type: ignore[attr-defined]
+            return self._by_letter[letter]
         except KeyError:
             raise KeyError(f"space group {self.number} ({self.symbol}) has no Wyckoff position {letter!r}") from None
 
     def by_site_symmetry(self, site_symmetry: str, enumeration: int) -> WyckoffPosition:
         try:
-            return self._by_symmetry[(site_symmetry, enumeration)]  # type: ignore[attr-defined]
+            return self._by_symmetry[(site_symmetry, enumeration)]
         except KeyError:
             raise KeyError(
                 f"space group {self.number} ({self.symbol}) has no Wyckoff position with site symmetry "
