@@ -193,3 +193,10 @@ def test_to_structure_is_seeded_and_bounded():
     crowded = WyckoffRepresentation.from_sites(221, [("O", "e")] * 4)  # 24 O in a cell squeezed to 10 %
     with pytest.raises(RealizationError, match=r"could not realise Pm-3m \(221\): O 6e"):
         crowded.to_structure(seed=0, max_attempts=1, factor=0.1)
+
+
+def test_to_structure_is_bounded_in_time():
+    # pyxtal needs ~90 s to give up on 13 orbits stacked on the single free coordinate of R3m 3a
+    stacked = WyckoffRepresentation.from_sites(160, [("O", "a")] * 13)
+    with pytest.raises(RealizationError, match=r"within 0.5 s"):
+        stacked.to_structure(seed=0, timeout=0.5)

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import math
 import os
+import signal
+import threading
 import warnings
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -195,11 +199,14 @@ class WyckoffRepresentation:
 
     # ----------------------------------------------------------------------------------------- to 3D
 
-    def to_structure(self, seed: int | None = None, max_attempts: int = 10, factor: float = 1.1) -> Structure:
+    def to_structure(self, seed: int | None = None, max_attempts: int = 10, factor: float = 1.1,
+                     timeout: float | None = 10.0) -> Structure:
         """A random 3D structure with this symmetry through pyxtal (conventional cell).
 
         pyxtal samples the lattice and free coordinates; some combinations cannot be placed without
-        overlaps. It is given ``max_attempts`` tries, then a ``RealizationError`` names the representation.
+        overlaps. It is given ``max_attempts`` tries and, in a main thread, ``timeout`` seconds (its
+        attempts are not bounded in time: 13 orbits on one 1-dof position of R3m took 89 s to fail);
+        then a ``RealizationError`` names the representation.
         """
         from pyxtal import pyxtal
 
@@ -208,16 +215,41 @@ class WyckoffRepresentation:
         sites = [[f"{s.multiplicity}{s.letter}" for s in self.sites if s.element == e] for e in species]
         crystal = pyxtal()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), _time_limit(timeout):
                 warnings.simplefilter("ignore")
                 crystal.from_random(3, self.space_group, species, num_ions, factor=factor, sites=sites,
                                     max_count=max_attempts, random_state=seed)
                 structure = crystal.to_pymatgen()
+        except _RealisationTimeout:
+            raise RealizationError(f"pyxtal could not realise {self} within {timeout} s") from None
         except Exception as err:  # pyxtal raises RuntimeError and assorted others for impossible placements
             raise RealizationError(f"pyxtal could not realise {self} in {max_attempts} attempts: {err}") from err
         if not crystal.valid:
             raise RealizationError(f"pyxtal could not realise {self} in {max_attempts} attempts")
         return structure
+
+
+class _RealisationTimeout(BaseException):
+    """Raised by the alarm; a ``BaseException`` so that pyxtal's broad ``except Exception`` cannot swallow it."""
+
+
+def _raise_timeout(signum: int, frame: object) -> None:
+    raise _RealisationTimeout
+
+
+@contextmanager
+def _time_limit(seconds: float | None) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (SIGALRM: only in a process's main thread, else no limit)."""
+    if seconds is None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _raise_timeout)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _check_element(element: str) -> None:

@@ -1,0 +1,74 @@
+"""Generation throughput of the WyckoffTransformer: crystals (Wyckoff representations) per second.
+
+    python scripts/benchmark_generation.py [--model DIR] [--device cpu cuda] [--num-samples 10000]
+        [--batch-size N] [--max-sites 20 6] [--threads 2]
+
+Generation costs one encoder pass per cascade step over the prefix, so throughput falls with the number
+of sites sampled. An untrained model (the default, randomly initialised) almost never samples STOP and
+runs to ``max_sites``: that row is the worst case. A trained MP-20 model stops after a few sites (the
+MP-20 binaries/ternaries have 4.2 sites on average), which ``--max-sites 6`` approximates from above.
+The table says the mean number of sites actually generated next to each figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
+from wyckoff_hf.modeling.modeling_wyckoff_transformer import DEFAULT_GENERATION_BATCH_SIZE
+from wyckoff_hf.tokenization import WyckoffTokenizer
+
+
+def load_model(path: str | None) -> WyckoffTransformerForCrystalGeneration:
+    if path is not None:
+        return WyckoffTransformerForCrystalGeneration.from_pretrained(path)
+    torch.manual_seed(0)
+    return WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(WyckoffTokenizer()))
+
+
+def measure(model: WyckoffTransformerForCrystalGeneration, device: str, num_samples: int,
+            batch_size: int | None, max_sites: int) -> tuple[float, float]:
+    """Seconds for ``num_samples`` samples (after a small warm-up) and the mean number of sites."""
+    model.to(device)
+    model.generate(min(num_samples, 256), seed=1, max_sites=max_sites)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    out = model.generate(num_samples, seed=0, batch_size=batch_size, max_sites=max_sites)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return seconds, float(out.attention_mask.sum(1).float().mean()) - 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a saved WyckoffTransformerForCrystalGeneration (default: random init)")
+    parser.add_argument("--device", nargs="+", default=["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
+    parser.add_argument("--num-samples", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: generate()'s default (2048)")
+    parser.add_argument("--max-sites", type=int, nargs="+", default=None, help="default: the config's max_sites")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    parameters = sum(p.numel() for p in model.parameters())
+    print(f"model: {args.model or 'random init, default config'} (d_model {model.config.hidden_size}, "
+          f"{model.config.num_hidden_layers} layers, {parameters / 1e6:.2f} M parameters); "
+          f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    print("| device | max_sites | batch | samples | mean sites | seconds | crystals/s |")
+    print("|---|---|---|---|---|---|---|")
+    batch = args.batch_size or DEFAULT_GENERATION_BATCH_SIZE
+    for device in args.device:
+        for max_sites in args.max_sites or [model.config.max_sites]:
+            seconds, sites = measure(model, device, args.num_samples, args.batch_size, max_sites)
+            print(f"| {device} | {max_sites} | {batch} | {args.num_samples} | "
+                  f"{sites:.2f} | {seconds:.2f} | {args.num_samples / seconds:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()

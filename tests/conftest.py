@@ -1,0 +1,25 @@
+"""Shared fixtures: the shared data folder and the local Hub stand-in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fake_hub import FakeHub, serve_fake_hub
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` next to the repository; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is not available")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def fake_hub() -> Iterator[FakeHub]:
+    """A local Hub stand-in: ``.endpoint``, ``.env`` (for subprocesses) and ``.files[repo_id][path]``."""
+    yield from serve_fake_hub()

@@ -1,0 +1,226 @@
+"""The WyckoffTransformer: cascade loss, persistence, auto classes and constrained, valid generation."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pandas as pd
+import pytest
+import torch
+from huggingface_hub.errors import StrictDataclassClassValidationError
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer
+
+from wyckoff_hf.modeling import (
+    GeneratedCrystals,
+    WyckoffTransformerConfig,
+    WyckoffTransformerForCrystalGeneration,
+    WyckoffTransformerModel,
+)
+from wyckoff_hf.registration import register_auto_classes
+from wyckoff_hf.tokenization import STOP_ID, WyckoffRepresentation, WyckoffTokenizer
+
+TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_symmetry_embedding_size": 8,
+        "enumeration_embedding_size": 4, "derived_feature_size": 4, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "intermediate_size": 64, "hidden_dropout_prob": 0.0}
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> WyckoffTokenizer:
+    return WyckoffTokenizer()
+
+
+@pytest.fixture(scope="module")
+def config(tokenizer: WyckoffTokenizer) -> WyckoffTransformerConfig:
+    return WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY)
+
+
+@pytest.fixture
+def model(config: WyckoffTransformerConfig) -> WyckoffTransformerForCrystalGeneration:
+    torch.manual_seed(0)
+    return WyckoffTransformerForCrystalGeneration(config).eval()
+
+
+@pytest.fixture(scope="module")
+def reps(shared_data) -> list[WyckoffRepresentation]:
+    cifs = pd.read_csv(shared_data / "mp_20_biternary" / "val.csv.gz", nrows=32)["cif"]
+    return [WyckoffRepresentation.from_structure(cif) for cif in cifs]
+
+
+def nacl() -> WyckoffRepresentation:
+    return WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
+
+
+def batch_of(tokenizer, items, **kwargs):
+    return dict(tokenizer(items, **kwargs))
+
+
+def test_forward_shapes_and_finite_losses(model, tokenizer, reps):
+    batch = batch_of(tokenizer, reps[:4])
+    out = model(**batch)
+    length = batch["element_ids"].shape[1]
+    assert out.element_logits.shape == (4, length, 121)
+    assert out.site_symmetry_logits.shape == (4, length, 81)
+    assert out.enumeration_logits.shape == (4, length, 11)
+    parts = [out.element_loss, out.site_symmetry_loss, out.enumeration_loss]
+    assert all(torch.isfinite(p) and p > 0 for p in parts)
+    assert torch.allclose(out.loss, sum(parts))
+    hidden = model.model(**batch, output_hidden_states=True)
+    assert hidden.last_hidden_state.shape == (4, length, model.config.hidden_size)
+    assert len(hidden.hidden_states) == model.config.num_hidden_layers + 1
+    assert isinstance(model(**batch, return_dict=False), tuple)
+
+
+def test_padding_does_not_change_losses_or_logits(model, tokenizer, reps):
+    alone = model(**batch_of(tokenizer, [reps[0]]))
+    padded = model(**batch_of(tokenizer, [reps[0]], padding="max_length", max_length=22))
+    real = len(reps[0].sites) + 1
+    for name in ("loss", "element_loss", "site_symmetry_loss", "enumeration_loss"):
+        assert torch.allclose(alone[name], padded[name], atol=1e-5), name
+    assert torch.allclose(alone.element_logits, padded.element_logits[:, :real], atol=1e-4)
+    # and in a batch with longer neighbours, the row's logits are unchanged
+    mixed = model(**batch_of(tokenizer, [reps[0], max(reps, key=lambda r: len(r.sites))]))
+    assert torch.allclose(alone.site_symmetry_logits, mixed.site_symmetry_logits[:1, :real], atol=1e-4)
+
+
+def test_prediction_sees_only_the_prefix(model, tokenizer):
+    """Changing a later token must not change the logits that predict an earlier one."""
+    first = model(**batch_of(tokenizer, [WyckoffRepresentation.from_sites(221, [("Ba", "a"), ("O", "c")])]))
+    other = model(**batch_of(tokenizer, [WyckoffRepresentation.from_sites(221, [("Ba", "a"), ("F", "c")])]))
+    assert torch.allclose(first.element_logits[0, :2], other.element_logits[0, :2], atol=1e-5)
+    assert not torch.allclose(first.element_logits[0, 2], other.element_logits[0, 2], atol=1e-5)
+
+
+def test_impossible_positions_are_masked_in_the_loss(model, tokenizer):
+    out = model(**batch_of(tokenizer, [nacl()]))
+    minimum = torch.finfo(out.element_logits.dtype).min
+    masked = out.site_symmetry_logits[0, 0] == minimum
+    assert masked[tokenizer.token_id("site_symmetry", "-1")]  # Fm-3m has no site with symmetry -1
+    assert not masked[tokenizer.token_id("site_symmetry", "m-3m")]
+    # Na took 4a (m-3m, enumeration 0, no free parameter): Cl may only take the other m-3m position, 4b
+    enumeration = out.enumeration_logits[0, 1]
+    assert enumeration[tokenizer.token_id("enumeration", 0)] == minimum
+    assert enumeration[tokenizer.token_id("enumeration", 1)] > minimum
+    assert out.element_logits[0, 0, STOP_ID] == minimum  # STOP never first
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_tiny_model_overfits_32_structures(config, tokenizer, reps):
+    torch.manual_seed(0)
+    model = WyckoffTransformerForCrystalGeneration(
+        WyckoffTransformerConfig.from_tokenizer(tokenizer, **{**TINY, "element_embedding_size": 32,
+                                                              "site_symmetry_embedding_size": 16,
+                                                              "intermediate_size": 128})).train()
+    batch = batch_of(tokenizer, reps)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    initial = model(**batch).loss.item()
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+    final = model.eval()(**batch).loss.item()
+    assert final <= 0.1 * initial, (initial, final)
+
+
+def test_save_and_load_give_identical_outputs(model, tokenizer, reps, tmp_path):
+    model.save_pretrained(tmp_path)
+    files = {p.name for p in tmp_path.iterdir()}
+    assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
+    loaded = WyckoffTransformerForCrystalGeneration.from_pretrained(tmp_path).eval()
+    batch = batch_of(tokenizer, reps[:3])
+    expected, got = model(**batch), loaded(**batch)
+    assert torch.equal(expected.loss, got.loss) and torch.equal(expected.element_logits, got.element_logits)
+    assert torch.equal(model.generate(8, seed=3).element_ids, loaded.generate(8, seed=3).element_ids)
+    assert loaded.config.wyckoff_positions == model.config.wyckoff_positions
+
+
+def test_auto_classes_after_registration(model, tokenizer, reps, tmp_path):
+    register_auto_classes()
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), WyckoffTransformerConfig)
+    assert isinstance(AutoTokenizer.from_pretrained(tmp_path), WyckoffTokenizer)
+    encoder = AutoModel.from_pretrained(tmp_path)
+    assert type(encoder) is WyckoffTransformerModel
+    assert type(AutoModelForPreTraining.from_pretrained(tmp_path)) is WyckoffTransformerForCrystalGeneration
+    batch = batch_of(tokenizer, reps[:2])
+    assert torch.equal(encoder.eval()(**batch).last_hidden_state, model.model(**batch).last_hidden_state)
+
+
+def test_generation_is_reproducible(model):
+    first, again = model.generate(16, seed=7), model.generate(16, seed=7)
+    assert isinstance(first, GeneratedCrystals)
+    for key in first:
+        assert torch.equal(first[key], again[key]), key
+    assert not torch.equal(first.element_ids, model.generate(16, seed=8).element_ids)
+
+
+def test_generated_crystals_are_valid(model, tokenizer):
+    out = model.generate(300, seed=0, batch_size=128)
+    crystals = tokenizer.decode(out)  # the representation checks positions exist and 0-dof ones are not reused
+    assert len(crystals) == 300
+    lengths = out.attention_mask.sum(1)
+    assert (out.element_ids[:, 0] != STOP_ID).all()
+    assert (out.element_ids[torch.arange(300), lengths - 1] == STOP_ID).all()
+    assert [len(c.sites) for c in crystals] == (lengths - 1).tolist()
+    assert max(len(c.sites) for c in crystals) <= model.config.max_sites
+    # the untrained model stops late, so 0-dof positions of a high-symmetry group are often contested
+    fixed = [c for c in model.generate(100, space_group=225, seed=1, tokenizer=tokenizer)]
+    assert all(Counter(s.letter for s in c.sites if s.dof == 0).most_common(1)[0][1] == 1
+               for c in fixed if any(s.dof == 0 for s in c.sites))
+    # round trip: decoded crystals tokenize back to the generated ids
+    again = tokenizer(crystals)
+    assert torch.equal(again["element_ids"], out.element_ids[:, : again["element_ids"].shape[1]])
+
+
+def test_max_sites_and_temperature(model, tokenizer):
+    crystals = model.generate(50, seed=0, max_sites=3, temperature=0.5, tokenizer=tokenizer)
+    assert all(1 <= len(c.sites) <= 3 for c in crystals)
+
+
+def test_element_constraints(model, tokenizer):
+    allowed = {"Li", "Fe", "O", "P"}
+    crystals = model.generate(60, seed=0, allowed_elements=sorted(allowed), required_elements=["O", "Li"],
+                              max_sites=4, tokenizer=tokenizer)
+    assert all(set(c.elements) <= allowed for c in crystals)
+    assert all({"O", "Li"} <= set(c.elements) for c in crystals)
+    oxygen_id = tokenizer.token_id("element", "O")
+    only_oxygen = model.generate(10, seed=0, allowed_elements=[oxygen_id], tokenizer=tokenizer)
+    assert all(c.elements == ("O",) for c in only_oxygen)
+
+
+def test_space_group_choice(model, tokenizer):
+    assert {c.space_group for c in model.generate(20, space_group=194, seed=0, tokenizer=tokenizer)} == {194}
+    groups = [1, 2, 225, 230, 62] * 4
+    assert [c.space_group for c in model.generate(20, space_group=groups, seed=0, tokenizer=tokenizer)] == groups
+
+
+def test_prior_space_groups(tokenizer):
+    counts = [0] * 233
+    counts[225 + 2], counts[12 + 2] = 3, 1
+    model = WyckoffTransformerForCrystalGeneration(
+        WyckoffTransformerConfig.from_tokenizer(tokenizer, space_group_counts=counts, **TINY))
+    seen = Counter(c.space_group for c in model.generate(200, seed=0, max_sites=2, tokenizer=tokenizer))
+    assert set(seen) == {225, 12} and seen[225] > seen[12]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"space_group": 231}, "space_group 231"),
+    ({"space_group": [225, 225]}, "2 groups for 3 samples"),
+    ({"allowed_elements": ["Xx"]}, "'Xx'"),
+    ({"allowed_elements": ["O"], "required_elements": ["Fe"]}, "required_elements"),
+    ({"temperature": 0.0}, "temperature"),
+])
+def test_bad_generation_arguments_are_reported(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate(3, **kwargs)
+
+
+def test_config_validation(tokenizer):
+    with pytest.raises(StrictDataclassClassValidationError, match="multiple of num_attention_heads"):
+        WyckoffTransformerConfig(num_attention_heads=3)
+    with pytest.raises(ValueError, match="no wyckoff_positions"):
+        WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig())
+    with pytest.raises(ValueError, match="space_group_counts"):
+        WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(
+            tokenizer, space_group_counts=[1] * 233, **TINY))  # ids 0-2 are special tokens, not groups

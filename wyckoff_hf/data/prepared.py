@@ -1,0 +1,69 @@
+"""The prepared dataset on disk (or on the Hub): one parquet file per split, in the Hub's file layout."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from datasets import DatasetDict, load_dataset
+
+DATA_DIR = "data"
+SHARD_PATTERN = re.compile(r"^(?P<split>[A-Za-z0-9_.]+)-\d{5}-of-\d{5}\.parquet$")
+
+
+def shard_name(split: str, index: int = 0, count: int = 1) -> str:
+    """The Hub's shard file name, ``{split}-00000-of-00001.parquet``, which ``load_dataset`` maps to splits."""
+    return f"{split}-{index:05d}-of-{count:05d}.parquet"
+
+
+def write_parquet_splits(dataset: DatasetDict, out: str | Path) -> dict[str, Path]:
+    """Write each split as ``out/data/{split}-00000-of-00001.parquet``; returns the written path per split."""
+    data_dir = Path(out) / DATA_DIR
+    data_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for split, part in dataset.items():
+        path = data_dir / shard_name(split)
+        part.to_parquet(path)
+        written[split] = path
+    return written
+
+
+def local_data_files(folder: str | Path) -> dict[str, list[str]]:
+    """The parquet shards of a prepared folder grouped by split."""
+    files: dict[str, list[str]] = {}
+    for path in sorted((Path(folder) / DATA_DIR).glob("*.parquet")):
+        match = SHARD_PATTERN.match(path.name)
+        if match:
+            files.setdefault(match["split"], []).append(str(path))
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no {DATA_DIR}/{{split}}-NNNNN-of-NNNNN.parquet shards")
+    return files
+
+
+def load_wyckoff_dataset(path_or_hub_id: str | Path, **load_kwargs: object) -> DatasetDict:
+    """A prepared dataset: a local folder written by ``scripts/prepare_dataset.py`` or a Hub dataset id.
+
+    Extra keyword arguments go to ``datasets.load_dataset`` (``revision``, ``cache_dir``, ``token``...).
+    """
+    if Path(path_or_hub_id).is_dir():
+        return load_dataset("parquet", data_files=local_data_files(path_or_hub_id), **load_kwargs)
+    return load_dataset(str(path_or_hub_id), **load_kwargs)
+
+
+EXTRA_FILES = ("README.md", "failures.csv", "statistics.json", "distributions.png")
+
+
+def push_prepared_dataset(dataset: DatasetDict, folder: str | Path, repo_id: str, token: str | None = None,
+                          private: bool | None = None) -> None:
+    """Upload the splits (``DatasetDict.push_to_hub``, parquet shards) and then the folder's card and reports.
+
+    The card goes second because ``push_to_hub`` writes a minimal README of its own.
+    """
+    from huggingface_hub import HfApi
+
+    dataset.push_to_hub(repo_id, token=token, private=private)
+    extras = [name for name in EXTRA_FILES if (Path(folder) / name).is_file()]
+    HfApi(token=token).upload_folder(
+        folder_path=str(folder), repo_id=repo_id, repo_type="dataset", allow_patterns=extras,
+        commit_message="Dataset card, failures table and statistics",
+    )

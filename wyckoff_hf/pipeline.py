@@ -1,0 +1,53 @@
+"""``pipeline("crystal-generation", model=...)``: the generator as a transformers pipeline task.
+
+    generator = pipeline("crystal-generation", model="path/or/hub-id")
+    generator(8, space_group=225, temperature=1.0, seed=0)  # → 8 dicts
+
+Each output is ``{"representation": WyckoffRepresentation, "text": "Fm-3m (225): Na 4a, Cl 4b",
+"space_group": 225, "sites": [["Na", "a"], ["Cl", "b"]]}``. The input is the number of crystals to sample
+(or a dict of ``generate`` keywords with ``num_samples``), since sampling starts from nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import Pipeline
+
+from .tokenization import WyckoffTokenizer
+
+TASK = "crystal-generation"
+GENERATE_KEYWORDS = ("space_group", "temperature", "seed", "allowed_elements", "required_elements", "max_sites",
+                     "batch_size")
+
+
+class CrystalGenerationPipeline(Pipeline):
+    """Samples crystals (Wyckoff representations) from a ``WyckoffTransformerForCrystalGeneration``."""
+
+    _load_tokenizer = False
+    _load_processor = False
+    _load_image_processor = False
+    _load_feature_extractor = False
+
+    def __init__(self, model: Any, tokenizer: WyckoffTokenizer | None = None, **kwargs: Any) -> None:
+        super().__init__(model=model, tokenizer=None, **kwargs)
+        self.wyckoff_tokenizer = tokenizer or WyckoffTokenizer.from_pretrained(model.name_or_path)
+
+    def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
+        return {}, {k: kwargs[k] for k in GENERATE_KEYWORDS if k in kwargs}, {}
+
+    def __call__(self, inputs: int | dict | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+        return super().__call__(1 if inputs is None else inputs, **kwargs)
+
+    def preprocess(self, inputs: int | dict) -> dict[str, Any]:
+        request = dict(inputs) if isinstance(inputs, dict) else {"num_samples": inputs}
+        if not isinstance(request.get("num_samples"), int) or request["num_samples"] < 1:
+            raise ValueError(f"crystal-generation expects a positive number of samples, got {inputs!r}")
+        return request
+
+    def _forward(self, model_inputs: dict[str, Any], **generate_kwargs: Any) -> dict[str, Any]:
+        representations = self.model.generate(**{**generate_kwargs, **model_inputs}, tokenizer=self.wyckoff_tokenizer)
+        return {"representations": representations}
+
+    def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
+        return [{"representation": rep, "text": str(rep), **rep.to_dict()} for rep in model_outputs["representations"]]

@@ -1,0 +1,37 @@
+"""Make the WyckoffTransformer known to transformers' auto classes (in-process, and in saved checkpoints).
+
+In-process, ``register_auto_classes()`` maps the ``wyckoff_transformer`` model type to our classes:
+``AutoConfig`` → ``WyckoffTransformerConfig``, ``AutoModel`` → the bare encoder ``WyckoffTransformerModel``,
+``AutoModelForPreTraining`` → ``WyckoffTransformerForCrystalGeneration`` (the encoder with its training
+heads, which is also the sampler), ``AutoTokenizer`` → ``WyckoffTokenizer``, and the pipeline task
+``crystal-generation`` → ``CrystalGenerationPipeline``.
+
+For ``trust_remote_code`` it also marks the classes with ``register_for_auto_class``, so that
+``save_pretrained`` copies the two self-contained modeling files next to the weights and writes
+``auto_map``. Where ``wyckoff_hf`` is not installed, a checkpoint saved from the generator then loads with
+``AutoModel.from_pretrained(path, trust_remote_code=True)`` (encoder) or
+``AutoModelForPreTraining.from_pretrained(path, trust_remote_code=True)`` (generator; ``.generate()``
+returns id tensors, decoded by ``WyckoffTokenizer`` where that is available).
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer
+from transformers.pipelines import PIPELINE_REGISTRY
+
+from .modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration, WyckoffTransformerModel
+from .pipeline import TASK, CrystalGenerationPipeline
+from .tokenization import WyckoffTokenizer
+
+
+def register_auto_classes() -> None:
+    """Register config, models, tokenizer and the pipeline task; safe to call more than once."""
+    AutoConfig.register(WyckoffTransformerConfig.model_type, WyckoffTransformerConfig, exist_ok=True)
+    AutoModel.register(WyckoffTransformerConfig, WyckoffTransformerModel, exist_ok=True)
+    AutoModelForPreTraining.register(WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration,
+                                     exist_ok=True)
+    AutoTokenizer.register(WyckoffTransformerConfig, tokenizer_class=WyckoffTokenizer, exist_ok=True)
+    WyckoffTransformerConfig.register_for_auto_class()
+    WyckoffTransformerModel.register_for_auto_class("AutoModel")
+    WyckoffTransformerForCrystalGeneration.register_for_auto_class("AutoModelForPreTraining")
+    if TASK not in PIPELINE_REGISTRY.supported_tasks:
+        PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=CrystalGenerationPipeline,
+                                            pt_model=WyckoffTransformerForCrystalGeneration)
