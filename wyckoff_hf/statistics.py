@@ -6,6 +6,7 @@ seed paper compares the distributions of the number of elements and of Wyckoff s
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
@@ -21,6 +22,7 @@ COUNTED_PROPERTIES: dict[str, Callable[[WyckoffRepresentation], int]] = {
     "num_sites": lambda rep: len(rep.sites),
     "num_atoms": lambda rep: rep.num_atoms,
 }
+MAX_BINS = 40
 PROPERTY_LABELS = {
     "num_elements": "number of elements",
     "num_sites": "number of Wyckoff sites",
@@ -67,7 +69,8 @@ def plot_distributions(groups: Mapping[str, Sequence[WyckoffRepresentation]], pa
     for ax, (name, value) in zip(axes, COUNTED_PROPERTIES.items(), strict=True):
         series = {label: [value(rep) for rep in reps] for label, reps in groups.items() if len(reps)}
         top = max((max(v) for v in series.values()), default=1)
-        edges = [x - 0.5 for x in range(1, top + 2)]
+        width = max(1, math.ceil(top / MAX_BINS))  # one bin per integer unless the range is wide
+        edges = [x - 0.5 for x in range(1, top + width + 1, width)]
         if series:
             ax.hist(list(series.values()), bins=edges, density=True, label=list(series), histtype="bar")
             ax.legend()

@@ -8,6 +8,7 @@ from pathlib import Path
 from datasets import DatasetDict, load_dataset
 
 DATA_DIR = "data"
+SPLIT_ORDER = {"train": 0, "validation": 1, "test": 2}
 SHARD_PATTERN = re.compile(r"^(?P<split>[A-Za-z0-9_.]+)-\d{5}-of-\d{5}\.parquet$")
 
 
@@ -29,7 +30,7 @@ def write_parquet_splits(dataset: DatasetDict, out: str | Path) -> dict[str, Pat
 
 
 def local_data_files(folder: str | Path) -> dict[str, list[str]]:
-    """The parquet shards of a prepared folder grouped by split."""
+    """The parquet shards of a prepared folder grouped by split, in the order train, validation, test, others."""
     files: dict[str, list[str]] = {}
     for path in sorted((Path(folder) / DATA_DIR).glob("*.parquet")):
         match = SHARD_PATTERN.match(path.name)
@@ -37,7 +38,7 @@ def local_data_files(folder: str | Path) -> dict[str, list[str]]:
             files.setdefault(match["split"], []).append(str(path))
     if not files:
         raise FileNotFoundError(f"{folder} holds no {DATA_DIR}/{{split}}-NNNNN-of-NNNNN.parquet shards")
-    return files
+    return dict(sorted(files.items(), key=lambda item: (SPLIT_ORDER.get(item[0], len(SPLIT_ORDER)), item[0])))
 
 
 def load_wyckoff_dataset(path_or_hub_id: str | Path, **load_kwargs: object) -> DatasetDict:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from datasets import Dataset, DatasetDict
+import pyarrow as pa
+from datasets import Dataset, DatasetDict, Features
 
 SOURCE_FILES = {"train": "train", "validation": "val", "test": "test"}
 INDEX_COLUMN = "source_index"
@@ -41,10 +42,6 @@ def read_split_frame(folder: Path, stem: str, layout: str) -> pd.DataFrame:
         )
     frame = pd.read_csv(path)
     return frame.rename(columns={"Unnamed: 0": INDEX_COLUMN})
-
-
-def _to_dataset(frame: pd.DataFrame, split: str) -> Dataset:
-    return Dataset.from_pandas(frame.reset_index(drop=True), split=split, preserve_index=False)
 
 
 def _cdvae(folder: Path) -> dict[str, pd.DataFrame]:
@@ -97,4 +94,8 @@ def load_crystal_csv_splits(folder: str | Path, layout: str = "cdvae") -> Datase
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"source folder {folder} does not exist")
-    return DatasetDict({split: _to_dataset(frame, split) for split, frame in LAYOUTS[layout](folder).items()})
+    frames = {split: frame.reset_index(drop=True) for split, frame in LAYOUTS[layout](folder).items()}
+    # One schema for all splits (an integer column with a gap in one file is float there), as the Hub needs.
+    features = Features.from_arrow_schema(pa.Schema.from_pandas(pd.concat(frames.values()), preserve_index=False))
+    return DatasetDict({split: Dataset.from_pandas(frame, features=features, split=split, preserve_index=False)
+                        for split, frame in frames.items()})
