@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -32,8 +33,8 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from wyckoff_hf.calibration import calibrate_temperature
-from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
+from wyckoff_hf.calibration import calibrate_checkpoint
+from wyckoff_hf.data import load_wyckoff_dataset
 from wyckoff_hf.model_card import write_model_card
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import WyckoffTokenizer
@@ -73,9 +74,11 @@ class TrainArguments:
         "help": "a checkpoint folder, or 'latest' for the newest one in OUTPUT_DIR/checkpoints"})
     early_stopping_patience: int = field(default=10, metadata={
         "help": "stop after N epochs without a better validation loss"})
-    calibration_temperatures: str = field(default="0.6,0.7,0.8,0.9,1.0,1.1,1.2", metadata={
+    calibration_temperatures: str = field(default="0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2", metadata={
         "help": "comma-separated candidate sampling temperatures ('' skips calibration)"})
     calibration_rows: int = field(default=2000, metadata={"help": "validation crystals used for calibration"})
+    calibration_samples_per_row: int = field(default=4, metadata={
+        "help": "crystals sampled per validation crystal (in its space group) for each temperature"})
     dataloader_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     push_to_hub: str | None = field(default=None, metadata={"help": "ORG/NAME: upload the best model and its card"})
     hub_private: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
@@ -230,6 +233,12 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
+def launch_command() -> str:
+    """The command line of this run; ``accelerate launch`` exports ACCELERATE_* settings to its children."""
+    launcher = "accelerate launch " if "ACCELERATE_MIXED_PRECISION" in os.environ else "python "
+    return launcher + " ".join(sys.argv)
+
+
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, epoch: int, state: dict) -> None:
     """``save_state`` plus the loop's own state; older checkpoints beyond the last two are removed."""
     folder = output_dir / "checkpoints" / f"epoch-{epoch:04d}"
@@ -246,19 +255,16 @@ def finish(output_dir: Path, args: TrainArguments, data_args: DataArguments, mod
     best_dir = output_dir / "best"
     model = WyckoffTransformerForCrystalGeneration.from_pretrained(best_dir).eval()
     temperatures = [float(t) for t in args.calibration_temperatures.split(",") if t.strip()]
-    scan = []
+    calibration = None
     if temperatures:
-        rows = validation_split.select(range(min(args.calibration_rows, len(validation_split))))
-        validation = [representation_from_row(row) for row in rows]
-        model.config.sampling_temperature, points = calibrate_temperature(model, tokenizer, validation, temperatures,
-                                                                          seed=args.seed)
-        scan = [{**asdict(p), "distance": p.distance} for p in points]
+        calibration = calibrate_checkpoint(model, tokenizer, validation_split, temperatures, args.calibration_rows,
+                                           args.calibration_samples_per_row, args.seed)
         model.save_pretrained(best_dir)
     summary = {
-        "command": " ".join(sys.argv), "dataset": data_args.dataset, **facts,
+        "command": launch_command(), "dataset": data_args.dataset, **facts,
         "epochs_run": state["epoch"] + 1, "best_epoch": state["best_epoch"],
         "best_validation": state["best_validation"], "sampling_temperature": model.config.sampling_temperature,
-        "temperature_scan": scan, "num_parameters": model.num_parameters(),
+        "calibration": calibration, "num_parameters": model.num_parameters(),
         "hyperparameters": {**asdict(args), "model_config": model_args.config},
         "model_config": {k: v for k, v in model.config.to_diff_dict().items()
                          if k not in ("wyckoff_positions", "element_vocabulary", "space_group_counts")},

@@ -1,7 +1,8 @@
 """Sampling-temperature calibration on the validation split (the seed paper calibrates T on val).
 
-Criterion: for each candidate temperature, sample one crystal per validation row *in that row's space
-group* (so the space-group mix is the validation one and only the model's conditionals are judged), then
+Criterion: for each candidate temperature, sample ``samples_per_row`` crystals per validation row *in that
+row's space group* (so the space-group mix is the validation one and only the model's conditionals are
+judged; several per row to lower the sampling noise of the distances), then
 measure how far the generated distributions of the number of Wyckoff sites and of distinct elements lie
 from the validation ones (sum of the two 1-D Wasserstein distances). The temperature with the smallest
 distance wins; ties go to the temperature closest to 1.
@@ -10,7 +11,8 @@ distance wins; ties go to the temperature closest to 1.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from scipy.stats import wasserstein_distance
 
@@ -38,11 +40,12 @@ def distribution_distance(generated: Sequence[WyckoffRepresentation],
 
 
 def calibrate_temperature(model, tokenizer: WyckoffTokenizer, validation: Sequence[WyckoffRepresentation],
-                          temperatures: Sequence[float], seed: int = 0) -> tuple[float, list[CalibrationPoint]]:
+                          temperatures: Sequence[float], seed: int = 0,
+                          samples_per_row: int = 4) -> tuple[float, list[CalibrationPoint]]:
     """The best temperature for ``model`` on ``validation`` and the whole scan (see the module docstring)."""
     if not validation:
         raise ValueError("temperature calibration needs at least one validation crystal")
-    space_groups = [rep.space_group for rep in validation]
+    space_groups = [rep.space_group for rep in validation for _ in range(samples_per_row)]
     scan = []
     for temperature in temperatures:
         generated = model.generate(num_samples=len(space_groups), space_group=space_groups,
@@ -50,3 +53,19 @@ def calibrate_temperature(model, tokenizer: WyckoffTokenizer, validation: Sequen
         scan.append(CalibrationPoint(float(temperature), *distribution_distance(generated, validation)))
     best = min(scan, key=lambda point: (point.distance, abs(point.temperature - 1.0)))
     return best.temperature, scan
+
+
+def calibrate_checkpoint(model, tokenizer: WyckoffTokenizer, validation_split, temperatures: Sequence[float],
+                         rows: int, samples_per_row: int = 4, seed: int = 0) -> dict[str, Any]:
+    """Calibrate on the first ``rows`` rows of a prepared validation split and set
+    ``model.config.sampling_temperature``; returns the settings and the scan, JSON-safe (saving is the
+    caller's)."""
+    from .data import representation_from_row
+
+    subset = validation_split.select(range(min(rows, len(validation_split))))
+    validation = [representation_from_row(row) for row in subset]
+    model.config.sampling_temperature, points = calibrate_temperature(model, tokenizer, validation, temperatures,
+                                                                      seed, samples_per_row)
+    return {"temperature": model.config.sampling_temperature, "rows": len(validation),
+            "samples_per_row": samples_per_row, "seed": seed,
+            "scan": [{**asdict(point), "distance": point.distance} for point in points]}

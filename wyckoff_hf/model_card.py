@@ -15,25 +15,32 @@ from huggingface_hub import ModelCardData
 from .cards import render_card, template_path
 
 TEMPLATE = "model_card.md"
+# config entries the card does not list: tables, bookkeeping, and the temperature (it has its own section)
+CONFIG_NOT_SHOWN = ("wyckoff_positions", "element_vocabulary", "space_group_counts", "sampling_temperature",
+                    "auto_map", "transformers_version", "architectures", "dtype")
 
 
 def _evaluation_section(metrics: dict[str, Any] | None) -> str:
     if not metrics:
         return "Not evaluated yet: run `wyckoff-hf evaluate` and re-render the card with its metrics.json."
-    rows = [f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
-            for name, value in _flatten(metrics).items()]
-    header = "Metrics of `wyckoff-hf evaluate` (see its report.md for definitions):\n\n| metric | value |\n|---|---|\n"
-    return header + "\n".join(rows)
+    from .evaluation import metrics_table
+
+    return ("Metrics of `wyckoff-hf evaluate` (definitions in `wyckoff_hf.evaluation`; the test split of the "
+            "training dataset is the reference for distributions, its train split for novelty):\n\n"
+            + metrics_table(metrics))
 
 
-def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        elif isinstance(value, int | float | str | bool):
-            flat[f"{prefix}{key}"] = value
-    return flat
+def _calibration_section(calibration: dict[str, Any] | None) -> str:
+    if not calibration:
+        return "The sampling temperature was not calibrated (default 1.0)."
+    rows = "\n".join(f"| {p['temperature']} | {p['sites_distance']:.4f} | {p['elements_distance']:.4f} "
+                     f"| {p['distance']:.4f} |" for p in calibration["scan"])
+    command = f" (`{calibration['command']}`)" if "command" in calibration else ""
+    return (f"Sampling temperature **{calibration['temperature']}**, calibrated on {calibration['rows']} validation "
+            f"crystals{command}: {calibration['samples_per_row']} samples per validation crystal in that "
+            "crystal's space group; the temperature minimising the sum of the Wasserstein distances of the numbers "
+            "of Wyckoff sites and of elements to the validation set wins.\n\n"
+            "| temperature | W1 #sites | W1 #elements | sum |\n|---|---|---|---|\n" + rows)
 
 
 def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = None,
@@ -59,11 +66,8 @@ def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = 
         "best_epoch": summary["best_epoch"],
         "num_parameters": f"{summary['num_parameters']:,}",
         "validation_table": "\n".join(f"| {k.removeprefix('validation/')} | {v:.4f} |" for k, v in validation.items()),
-        "sampling_temperature": summary["sampling_temperature"],
-        "temperature_table": "\n".join(
-            f"| {p['temperature']} | {p['sites_distance']:.4f} | {p['elements_distance']:.4f} | {p['distance']:.4f} |"
-            for p in summary.get("temperature_scan", [])) or "| (not calibrated) | | | |",
-        "model_config": json.dumps(summary["model_config"]),
+        "calibration": _calibration_section(summary.get("calibration")),
+        "model_config": json.dumps({k: v for k, v in summary["model_config"].items() if k not in CONFIG_NOT_SHOWN}),
         "evaluation": _evaluation_section(metrics),
     }
     return render_card(template_path(TEMPLATE), values)

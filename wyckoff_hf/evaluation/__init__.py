@@ -16,7 +16,7 @@ from .novelty import (
     wyckoff_uniqueness,
 )
 from .reference import ReferenceSet
-from .report import evaluate, markdown_report
+from .report import evaluate, markdown_report, metrics_table
 from .samples import GeneratedSamples, load_samples, realise_missing
 from .stability import SKIP_MESSAGE, chgnet_available, stability_metrics
 from .symmetry import distribution, p1_fraction, plot_space_groups, symmetry_metrics, total_variation_distance
@@ -35,6 +35,7 @@ __all__ = [
     "fraction",
     "load_samples",
     "markdown_report",
+    "metrics_table",
     "novel_representations",
     "novel_structures",
     "novel_templates",

@@ -134,21 +134,24 @@ def _format(key: str, value: Any) -> str:
     return f"{value:.3f}"
 
 
-def markdown_report(metrics: dict[str, Any]) -> str:
-    """The metrics as a literature-style markdown table, plus skips, failures and figures."""
+def metrics_table(metrics: dict[str, Any]) -> str:
+    """The literature-style markdown table of the headline metrics (also used by the model card)."""
     validity = metrics["validity"]
     lines = [
-        "# Evaluation report",
-        "",
         f"{validity['num_samples']} samples, {validity['num_wyckoff_valid']} Wyckoff-valid; reference: "
         f"{metrics['reference']['num_train']} train and {metrics['reference']['num_test']} test rows.",
         "",
         "| Metric | Value | Over |",
         "|---|---:|---|",
     ]
-    for section, key, label, over in REPORT_ROWS:
-        if key in metrics.get(section, {}):
-            lines.append(f"| {label} | {_format(key, metrics[section][key])} | {over} |")
+    lines += [f"| {label} | {_format(key, metrics[section][key])} | {over} |"
+              for section, key, label, over in REPORT_ROWS if key in metrics.get(section, {})]
+    return "\n".join(lines)
+
+
+def markdown_report(metrics: dict[str, Any]) -> str:
+    """The metrics as a literature-style markdown table, plus skips, failures and figures."""
+    lines = ["# Evaluation report", "", metrics_table(metrics)]
     systems = metrics["symmetry"]["crystal_systems"]
     reference_systems = metrics["symmetry"]["crystal_systems_reference"]
     lines += ["", "## Crystal systems", "", "| Crystal system | Generated | Test |", "|---|---:|---:|"]

@@ -1,0 +1,55 @@
+"""Recalibrate the default sampling temperature of a checkpoint on a validation split.
+
+    python scripts/calibrate_temperature.py CHECKPOINT_DIR --dataset DIR_OR_HUB_ID \
+        [--temperatures 0.4,0.5,...] [--rows 2000] [--samples-per-row 4] [--summary training_summary.json]
+
+The same procedure ``scripts/train.py`` runs after training (``wyckoff_hf.calibration``); it rewrites the
+checkpoint's ``config.json`` and, with ``--summary``, the ``temperature_scan`` of a training summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from wyckoff_hf.calibration import calibrate_checkpoint
+from wyckoff_hf.data import load_wyckoff_dataset
+from wyckoff_hf.modeling import WyckoffTransformerForCrystalGeneration
+from wyckoff_hf.tokenization import WyckoffTokenizer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--split", default="validation")
+    parser.add_argument("--temperatures", default="0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2")
+    parser.add_argument("--rows", type=int, default=2000)
+    parser.add_argument("--samples-per-row", type=int, default=4)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--summary", type=Path, default=None)
+    args = parser.parse_args()
+
+    model = WyckoffTransformerForCrystalGeneration.from_pretrained(args.checkpoint).eval()
+    tokenizer = WyckoffTokenizer.from_pretrained(args.checkpoint)
+    split = load_wyckoff_dataset(args.dataset)[args.split]
+    temperatures = [float(t) for t in args.temperatures.split(",")]
+    calibration = calibrate_checkpoint(model, tokenizer, split, temperatures, args.rows, args.samples_per_row,
+                                       args.seed)
+    model.save_pretrained(args.checkpoint)
+    print("| temperature | W1 #sites | W1 #elements | sum |\n|---|---|---|---|")
+    for point in calibration["scan"]:
+        print(f"| {point['temperature']} | {point['sites_distance']:.4f} | {point['elements_distance']:.4f} "
+              f"| {point['distance']:.4f} |")
+    print(f"sampling_temperature = {model.config.sampling_temperature}")
+    if args.summary:
+        summary = json.loads(args.summary.read_text())
+        calibration["command"] = "python " + " ".join(sys.argv)
+        summary.update(calibration=calibration, sampling_temperature=model.config.sampling_temperature)
+        args.summary.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
