@@ -89,8 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.run(args)
+    """Run a subcommand; bad input (unknown model, impossible constraints, unreadable files) ends with a
+    one-line error and exit status 2 instead of a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, OSError) as err:  # WyckoffError is a ValueError
+        print(f"wyckoff-hf {args.command}: error: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
