@@ -15,6 +15,7 @@ from huggingface_hub import ModelCard
 
 from wyckoff_hf import WyckoffTokenizer, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.data import add_wyckoff_columns, load_crystal_csv_splits, write_parquet_splits
+from wyckoff_hf.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
@@ -63,9 +64,16 @@ def final_validation_loss(output_dir: Path) -> float:
     return json.loads(lines[-1])["validation/loss"]
 
 
-def test_accelerate_launch_two_epochs_gives_a_loadable_checkpoint(prepared_dataset, tiny_config, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_run(prepared_dataset, tiny_config, tmp_path_factory) -> Path:
+    """A 2-epoch run through ``accelerate launch`` on the CPU."""
+    out = tmp_path_factory.mktemp("trained") / "run"
     run(train_command(prepared_dataset, out, tiny_config, 2), launcher=True)
+    return out
+
+
+def test_accelerate_launch_two_epochs_gives_a_loadable_checkpoint(trained_run):
+    out = trained_run
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in metrics] == [0, 1]
     assert metrics[1]["train/loss"] < metrics[0]["train/loss"]
@@ -74,13 +82,37 @@ def test_accelerate_launch_two_epochs_gives_a_loadable_checkpoint(prepared_datas
     model = WyckoffTransformerForCrystalGeneration.from_pretrained(best)
     tokenizer = WyckoffTokenizer.from_pretrained(best)
     summary = json.loads((out / "training_summary.json").read_text())
-    assert summary["epochs_run"] == 2
-    assert model.config.sampling_temperature == summary["sampling_temperature"] in (0.8, 1.0)
+    assert summary["epochs_run"] == 2 and summary["command"].startswith("accelerate launch ")
+    assert model.config.sampling_temperature == summary["calibration"]["temperature"] in (0.8, 1.0)
+    assert [p["temperature"] for p in summary["calibration"]["scan"]] == [0.8, 1.0]
     assert sum(model.config.space_group_counts) == summary["train_rows"]  # the training split's prior
     assert len(model.generate(num_samples=4, seed=0, tokenizer=tokenizer)) == 4
     card = ModelCard.load(best / "README.md")
     assert card.data.library_name == "transformers"
     assert f"{summary['best_validation']['validation/loss']:.4f}" in card.text
+    assert "Not evaluated yet" in card.text
+
+
+def test_recalibration_and_card_with_evaluation_metrics(trained_run, prepared_dataset, tmp_path):
+    best, summary_path = trained_run / "best", trained_run / "training_summary.json"
+    run(["scripts/calibrate_temperature.py", str(best), "--dataset", str(prepared_dataset), "--temperatures",
+         "0.5,2.0", "--rows", "8", "--samples-per-row", "2", "--summary", str(summary_path)])
+    summary = json.loads(summary_path.read_text())
+    assert summary["calibration"]["samples_per_row"] == 2 and summary["calibration"]["rows"] == 8
+    assert WyckoffTransformerForCrystalGeneration.from_pretrained(best).config.sampling_temperature in (0.5, 2.0)
+
+    baseline = tmp_path / "baseline"
+    run(["scripts/export_split_samples.py", "--dataset", str(prepared_dataset), "--split", "test", "--num", "6",
+         "--out", str(baseline)])
+    assert len((baseline / "samples.jsonl").read_text().splitlines()) == 6
+    metrics = evaluate(baseline, prepared_dataset, tmp_path / "report", num_workers=1, structure_metrics=False)
+    assert metrics["validity"]["wyckoff_valid"] == 1.0
+    run(["scripts/render_model_card.py", str(best), "--summary", str(summary_path), "--metrics",
+         str(tmp_path / "report" / "metrics.json"), "--model-id", "org/name"])
+    card = (best / "README.md").read_text()
+    assert "| Wyckoff validity | 100.0 % | samples |" in card
+    assert 'pipeline("crystal-generation", model="org/name")' in card
+    assert f"Sampling temperature **{summary['sampling_temperature']}**" in card
 
 
 def test_kill_and_resume_loses_no_epoch(prepared_dataset, tiny_config, tmp_path):
