@@ -13,9 +13,8 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """``../shared/data`` next to the repository; tests that need it skip when it is absent."""
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"{SHARED_DATA} is not available")
+    """``../shared/data`` next to the repository (present in CI too): missing data fails, never skips."""
+    assert SHARED_DATA.is_dir(), f"{SHARED_DATA} is missing: the tests read the shared crystal datasets from there"
     return SHARED_DATA
 
 

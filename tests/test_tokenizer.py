@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from data_paths import MP20_BITERNARY
 
 from wyckoff_hf.tokenization import (
     InvalidRepresentationError,
@@ -107,12 +106,12 @@ def _round_trip(tokenizer, cifs):
         assert tokenizer.decode_sequence(tokenizer.encode(rep)) == rep
 
 
-def test_round_trip_on_mp20_slice(tokenizer):
-    frame = pd.read_csv(MP20_BITERNARY / "val.csv.gz", nrows=150)
+def test_round_trip_on_mp20_slice(tokenizer, shared_data):
+    frame = pd.read_csv(shared_data / "mp_20_biternary" / "val.csv.gz", nrows=150)
     _round_trip(tokenizer, frame.cif)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("split", ["val", "test"])
-def test_round_trip_on_all_mp20_biternary_rows(tokenizer, split):
-    _round_trip(tokenizer, pd.read_csv(MP20_BITERNARY / f"{split}.csv.gz").cif)
+def test_round_trip_on_all_mp20_biternary_rows(tokenizer, split, shared_data):
+    _round_trip(tokenizer, pd.read_csv(shared_data / "mp_20_biternary" / f"{split}.csv.gz").cif)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from data_paths import MP20_BITERNARY
 from huggingface_hub import ModelCard
 
 from wyckoff_hf import WyckoffTokenizer, WyckoffTransformerForCrystalGeneration
@@ -24,10 +23,10 @@ TINY_MODEL = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_si
 
 
 @pytest.fixture(scope="module")
-def prepared_dataset(tmp_path_factory) -> Path:
+def prepared_dataset(tmp_path_factory, shared_data) -> Path:
     """A small prepared dataset (48 train / 16 validation / 16 test crystals of MP-20), written as parquet."""
     source = tmp_path_factory.mktemp("source")
-    frame = pd.read_csv(MP20_BITERNARY / "val.csv.gz", nrows=80)
+    frame = pd.read_csv(shared_data / "mp_20_biternary" / "val.csv.gz", nrows=80)
     for name, rows in (("train", frame[:48]), ("val", frame[48:64]), ("test", frame[64:])):
         rows.to_csv(source / f"{name}.csv.gz", index=False)
     dataset, failures = add_wyckoff_columns(load_crystal_csv_splits(source, layout="cdvae"))
