@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from scipy.stats import wasserstein_distance
-
+from .evaluation.distributions import wasserstein_distances
 from .tokenization import WyckoffRepresentation, WyckoffTokenizer
 
 
@@ -32,11 +31,10 @@ class CalibrationPoint:
 
 def distribution_distance(generated: Sequence[WyckoffRepresentation],
                           reference: Sequence[WyckoffRepresentation]) -> tuple[float, float]:
-    """Wasserstein distances of (#Wyckoff sites, #distinct elements) between two sets of crystals."""
-    return (
-        float(wasserstein_distance([len(r.sites) for r in generated], [len(r.sites) for r in reference])),
-        float(wasserstein_distance([len(r.elements) for r in generated], [len(r.elements) for r in reference])),
-    )
+    """Wasserstein distances of (#Wyckoff sites, #distinct elements) between two sets of crystals, as
+    ``wyckoff-hf evaluate`` measures them."""
+    distances = wasserstein_distances(generated, reference)
+    return distances["wasserstein_num_sites"], distances["wasserstein_num_elements"]
 
 
 def calibrate_temperature(model, tokenizer: WyckoffTokenizer, validation: Sequence[WyckoffRepresentation],
