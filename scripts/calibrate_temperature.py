@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from wyckoff_hf.calibration import calibrate_checkpoint
 from wyckoff_hf.data import load_wyckoff_dataset
+from wyckoff_hf.generation.calibration import calibrate_checkpoint
 from wyckoff_hf.modeling import WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import WyckoffTokenizer
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
-from wyckoff_hf.generation import write_samples
+from wyckoff_hf.generation.jobs import write_samples
 from wyckoff_hf.tokenization import load_structure
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from datasets import DatasetDict
 
+from wyckoff_hf.cards import render_dataset_card
 from wyckoff_hf.data import (
     LAYOUTS,
     add_wyckoff_columns,
@@ -25,8 +26,7 @@ from wyckoff_hf.data import (
     representation_from_row,
     write_parquet_splits,
 )
-from wyckoff_hf.data.card import render_dataset_card
-from wyckoff_hf.statistics import plot_distributions, representation_statistics
+from wyckoff_hf.evaluation.statistics import plot_distributions, representation_statistics
 from wyckoff_hf.tokenization import WyckoffRepresentation
 
 

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from wyckoff_hf.model_card import write_model_card
+from wyckoff_hf.cards import write_model_card
 
 
 def main() -> None:

@@ -33,9 +33,9 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from wyckoff_hf.calibration import calibrate_checkpoint
+from wyckoff_hf.cards import write_model_card
 from wyckoff_hf.data import load_wyckoff_dataset
-from wyckoff_hf.model_card import write_model_card
+from wyckoff_hf.generation.calibration import calibrate_checkpoint
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import WyckoffTokenizer
 

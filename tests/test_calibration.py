@@ -2,7 +2,7 @@
 
 import pytest
 
-from wyckoff_hf.calibration import calibrate_temperature, distribution_distance
+from wyckoff_hf.generation.calibration import calibrate_temperature, distribution_distance
 from wyckoff_hf.tokenization import WyckoffRepresentation
 
 ONE_SITE = WyckoffRepresentation.from_sites(225, [("Na", "a")])

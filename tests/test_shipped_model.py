@@ -8,7 +8,7 @@ import sys
 from transformers import AutoConfig, AutoModelForPreTraining, AutoTokenizer, pipeline
 
 import wyckoff_hf
-from wyckoff_hf.generation import DEFAULT_MODEL
+from wyckoff_hf.generation.jobs import DEFAULT_MODEL
 from wyckoff_hf.tokenization import WyckoffRepresentation
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from wyckoff_hf.statistics import crystal_system, plot_distributions, representation_statistics
+from wyckoff_hf.evaluation.statistics import crystal_system, plot_distributions, representation_statistics
 from wyckoff_hf.tokenization import WyckoffRepresentation
 
 

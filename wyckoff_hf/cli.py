@@ -27,7 +27,7 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from .generation import load_generator, realise_structures, write_samples
+    from .generation.jobs import load_generator, realise_structures, write_samples
 
     model, tokenizer = load_generator(args.model, args.device)
     space_group = args.space_group[0] if args.space_group and len(args.space_group) == 1 else args.space_group

@@ -17,8 +17,8 @@ returns id tensors, decoded by ``WyckoffTokenizer`` where that is available).
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer
 from transformers.pipelines import PIPELINE_REGISTRY
 
+from .generation.pipeline import TASK, CrystalGenerationPipeline
 from .modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration, WyckoffTransformerModel
-from .pipeline import TASK, CrystalGenerationPipeline
 from .tokenization import WyckoffTokenizer
 
 

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from scipy.stats import wasserstein_distance
 
-from ..statistics import COUNTED_PROPERTIES
 from ..tokenization import WyckoffRepresentation
+from .statistics import COUNTED_PROPERTIES
 
 
 def wasserstein_distances(generated: Sequence[WyckoffRepresentation],

@@ -19,8 +19,8 @@ from collections.abc import Sequence
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
-from ..parallel import parallel_map
 from ..tokenization import WyckoffError, WyckoffRepresentation, load_structure
+from ..utils.parallel import parallel_map
 from .samples import GeneratedSamples
 from .validity import fraction
 

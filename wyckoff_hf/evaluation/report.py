@@ -11,12 +11,12 @@ from typing import Any
 from datasets import DatasetDict
 
 from ..data import load_wyckoff_dataset
-from ..statistics import plot_distributions
 from .distributions import wasserstein_distances
 from .novelty import novelty_metrics
 from .reference import ReferenceSet
 from .samples import GeneratedSamples, load_samples, realise_missing
 from .stability import stability_metrics
+from .statistics import plot_distributions
 from .symmetry import plot_space_groups, symmetry_metrics
 from .validity import validity_metrics
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 from pymatgen.core import Structure
 
-from ..generation import FAILURES_FILE, SAMPLES_FILE, STRUCTURES_DIR, realise_structures
-from ..parallel import parallel_map
+from ..generation.jobs import FAILURES_FILE, SAMPLES_FILE, STRUCTURES_DIR, realise_structures
 from ..tokenization import WyckoffError, WyckoffRepresentation, load_structure
+from ..utils.parallel import parallel_map
 
 
 @dataclass

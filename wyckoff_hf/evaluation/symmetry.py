@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from ..statistics import crystal_system
 from ..tokenization import WyckoffRepresentation
+from .statistics import crystal_system
 from .validity import fraction
 
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")

@@ -1,7 +1,7 @@
 """The model card (README.md with the Hub's YAML metadata) of a trained checkpoint.
 
 Filled from the training summary written by ``scripts/train.py`` and, when given, the ``metrics.json``
-of ``wyckoff-hf evaluate``, rendered from ``model_cards/model_card.md``.
+of ``wyckoff-hf evaluate``, rendered from the packaged template ``templates/model_card.md``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from huggingface_hub import ModelCardData
 
-from .cards import render_card, template_path
+from .rendering import render_card, template_path
 
 TEMPLATE = "model_card.md"
 # config entries the card does not list: tables, bookkeeping, and the temperature (it has its own section)
@@ -23,7 +23,7 @@ CONFIG_NOT_SHOWN = ("wyckoff_positions", "element_vocabulary", "space_group_coun
 def _evaluation_section(metrics: dict[str, Any] | None) -> str:
     if not metrics:
         return "Not evaluated yet: run `wyckoff-hf evaluate` and re-render the card with its metrics.json."
-    from .evaluation import metrics_table
+    from ..evaluation import metrics_table
 
     return ("Metrics of `wyckoff-hf evaluate` (definitions in `wyckoff_hf.evaluation`; the test split of the "
             "training dataset is the reference for distributions, its train split for novelty):\n\n"

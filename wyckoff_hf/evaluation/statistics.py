@@ -15,7 +15,7 @@ from typing import Any
 
 from pymatgen.symmetry.groups import SpaceGroup
 
-from .tokenization import WyckoffRepresentation
+from ..tokenization import WyckoffRepresentation
 
 COUNTED_PROPERTIES: dict[str, Callable[[WyckoffRepresentation], int]] = {
     "num_elements": lambda rep: len(rep.elements),

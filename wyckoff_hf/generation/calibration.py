@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .evaluation.distributions import wasserstein_distances
-from .tokenization import WyckoffRepresentation, WyckoffTokenizer
+from ..evaluation.distributions import wasserstein_distances
+from ..tokenization import WyckoffRepresentation, WyckoffTokenizer
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def calibrate_checkpoint(model, tokenizer: WyckoffTokenizer, validation_split, t
     """Calibrate on the first ``rows`` rows of a prepared validation split and set
     ``model.config.sampling_temperature``; returns the settings and the scan, JSON-safe (saving is the
     caller's)."""
-    from .data import representation_from_row
+    from ..data import representation_from_row
 
     subset = validation_split.select(range(min(rows, len(validation_split))))
     validation = [representation_from_row(row) for row in subset]

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers import Pipeline
 
-from .tokenization import WyckoffTokenizer
+from ..tokenization import WyckoffTokenizer
 
 TASK = "crystal-generation"
 GENERATE_KEYWORDS = ("space_group", "temperature", "seed", "allowed_elements", "required_elements", "max_sites",

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from pymatgen.core import Structure
 
-from .parallel import parallel_map
-from .tokenization import RealizationError, WyckoffRepresentation, WyckoffTokenizer
+from ..tokenization import RealizationError, WyckoffRepresentation, WyckoffTokenizer
+from ..utils.parallel import parallel_map
 
-DEFAULT_MODEL = Path(__file__).resolve().parent / "pretrained" / "mp20-biternary"
+DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "pretrained" / "mp20-biternary"
 SAMPLES_FILE = "samples.jsonl"
 STRUCTURES_DIR = "structures"
 FAILURES_FILE = "realisation_failures.csv"
@@ -31,7 +31,7 @@ FAILURES_FILE = "realisation_failures.csv"
 
 def load_generator(model: str | os.PathLike | None = None, device: str | None = None):
     """``(model, tokenizer)`` from a local folder or a Hub id; the shipped checkpoint by default."""
-    from .modeling import WyckoffTransformerForCrystalGeneration
+    from ..modeling import WyckoffTransformerForCrystalGeneration
 
     source = str(model or DEFAULT_MODEL)
     generator = WyckoffTransformerForCrystalGeneration.from_pretrained(source)

@@ -9,10 +9,10 @@ from datasets import DatasetDict, DatasetInfo, SplitDict, SplitInfo
 from datasets.info import DatasetInfosDict
 from huggingface_hub import DatasetCardData
 
-from ..cards import render_card, template_path
-from .columns import REPRESENTATION_FEATURES, TOKEN_FEATURES
-from .prepared import DATA_DIR
-from .sources import LAYOUT_DESCRIPTIONS
+from ..data.columns import REPRESENTATION_FEATURES, TOKEN_FEATURES
+from ..data.prepared import DATA_DIR
+from ..data.sources import LAYOUT_DESCRIPTIONS
+from .rendering import render_card, template_path
 
 TEMPLATE = "dataset_card.md"
 SIZE_CATEGORIES = ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
@@ -45,7 +45,7 @@ def card_metadata(dataset: DatasetDict, pretty_name: str) -> DatasetCardData:
 
 def render_dataset_card(dataset: DatasetDict, failures: pd.DataFrame, *, pretty_name: str, source_name: str,
                         layout: str, symprec: float, dataset_id: str, template: str | Path | None = None) -> str:
-    """The README.md of a prepared dataset, from ``model_cards/dataset_card.md`` and the real counts."""
+    """The README.md of a prepared dataset, from the packaged ``templates/dataset_card.md`` and the real counts."""
     failed = failures["split"].value_counts()
     added = {*REPRESENTATION_FEATURES, *TOKEN_FEATURES}
     source_columns = [c for c in next(iter(dataset.values())).column_names if c not in added]

@@ -1,0 +1,1 @@
+"""Process-level helpers shared by the jobs (process pools)."""
