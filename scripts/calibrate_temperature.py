@@ -43,11 +43,11 @@ def main() -> None:
     for point in calibration["scan"]:
         print(f"| {point['temperature']} | {point['sites_distance']:.4f} | {point['elements_distance']:.4f} "
               f"| {point['distance']:.4f} |")
-    print(f"sampling_temperature = {model.config.sampling_temperature}")
+    print(f"sampling_temperature = {model.generation_config.temperature}")
     if args.summary:
         summary = json.loads(args.summary.read_text())
         calibration["command"] = "python " + " ".join(sys.argv)
-        summary.update(calibration=calibration, sampling_temperature=model.config.sampling_temperature)
+        summary.update(calibration=calibration, sampling_temperature=model.generation_config.temperature)
         args.summary.write_text(json.dumps(summary, indent=2))
 
 

@@ -1,11 +1,12 @@
 """Prepare a CDVAE-format crystal dataset (MP-20 and friends) as a Hugging Face dataset of Wyckoff representations.
 
     python scripts/prepare_dataset.py --source ../shared/data/mp_20_biternary --layout mp20-biternary-dev \
-        --out /work/data_prepared/mp20-biternary-dev --num-proc 2 [--push-to-hub ORG/NAME]
+        --output-dir data_prepared/mp20-biternary-dev --num-workers 2 [--max-rows N] [--push-to-hub ORG/NAME]
 
 Writes ``OUT/data/{split}-00000-of-00001.parquet``, ``OUT/failures.csv`` (structures excluded and why),
 ``OUT/statistics.json`` (per-split statistics), ``OUT/distributions.png`` and the dataset card
-``OUT/README.md``; ``--push-to-hub`` uploads all of it to a Hub dataset repository.
+``OUT/README.md``; ``--push-to-hub`` uploads all of it to a Hub dataset repository (created, or checked
+for access, before the conversion starts, so a bad id or token fails at once).
 """
 
 from __future__ import annotations
@@ -28,18 +29,25 @@ from wyckoff_hf.data import (
 )
 from wyckoff_hf.evaluation.statistics import plot_distributions, representation_statistics
 from wyckoff_hf.tokenization import WyckoffRepresentation
+from wyckoff_hf.utils.hub import HubRepoError, ensure_hub_repo
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True, help="folder of train/val/test.csv[.gz]")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="cdvae", help="which file feeds which split")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--num-proc", type=int, default=None, help="worker processes for the conversion")
+    parser.add_argument("--output-dir", "--out", dest="out", type=Path, required=True, help="output folder")
+    parser.add_argument("--num-workers", "--num-proc", type=int, default=None,
+                        help="worker processes for the conversion (default: this process only)")
+    parser.add_argument("--max-rows", type=int, default=None, help="use only the first N rows of every split")
     parser.add_argument("--symprec", type=float, default=0.1, help="spglib symmetry tolerance")
     parser.add_argument("--pretty-name", default=None, help="card title (default: from the source folder)")
     parser.add_argument("--push-to-hub", metavar="ORG/NAME", default=None, help="upload to this dataset repo")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for name in ("num_workers", "max_rows"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    return args
 
 
 def split_representations(dataset: DatasetDict) -> dict[str, list[WyckoffRepresentation]]:
@@ -52,8 +60,16 @@ def split_representations(dataset: DatasetDict) -> dict[str, list[WyckoffReprese
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    source = load_crystal_csv_splits(args.source, args.layout)
-    dataset, failures = add_wyckoff_columns(source, num_proc=args.num_proc, symprec=args.symprec)
+    if args.push_to_hub:
+        try:
+            ensure_hub_repo(args.push_to_hub, repo_type="dataset")
+        except HubRepoError as err:
+            raise SystemExit(f"prepare_dataset.py: error: {err}") from None
+    try:
+        source = load_crystal_csv_splits(args.source, args.layout, max_rows=args.max_rows)
+    except FileNotFoundError as err:
+        raise SystemExit(f"prepare_dataset.py: error: {err}") from None
+    dataset, failures = add_wyckoff_columns(source, num_proc=args.num_workers, symprec=args.symprec)
     args.out.mkdir(parents=True, exist_ok=True)
     write_parquet_splits(dataset, args.out)
     failures.to_csv(args.out / "failures.csv", index=False)

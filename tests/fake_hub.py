@@ -4,6 +4,7 @@ Only the transport is faked: ``push_to_hub`` / ``upload_folder`` / ``create_repo
 HTTP to a ``http.server`` on 127.0.0.1. The server implements the endpoints those calls use (repo
 creation, YAML validation, repo info, tree and paths-info listings, preupload, the basic LFS transfer
 (batch + PUT), commit, file resolve) and records every committed file as ``files[repo_id][path] = bytes``.
+Writes (repo creation, commits) need a token (``Authorization: Bearer ...``) and answer 401 without one.
 Like the Hub, preupload sends binary or large files to LFS and small text files inline ("regular").
 Xet storage is not offered (``HF_HUB_DISABLE_XET=1``).
 
@@ -113,7 +114,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------------------------------ endpoints
 
+    def _authorized(self) -> bool:
+        """Writes need a token, as on the Hub; without one the answer is the Hub's 401."""
+        if self.headers.get("Authorization", "").startswith("Bearer ") and self.headers["Authorization"][7:].strip():
+            return True
+        self._error(401, "Unauthorized", "Invalid username or password.")
+        return False
+
     def _create_repo(self, match: re.Match) -> None:
+        if not self._authorized():
+            return
         request = json.loads(self._body() or b"{}")
         repo_id = f"{request['organization']}/{request['name']}" if request.get("organization") else request["name"]
         exists = repo_id in self.hub.files
@@ -210,6 +220,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {})
 
     def _commit(self, match: re.Match) -> None:
+        if not self._authorized():
+            return
         repo_id, files = self._repo(match)
         if files is None:
             self._error(404, "RepoNotFound", f"Repository {repo_id} not found")

@@ -1,10 +1,77 @@
-"""The `wyckoff-hf` console script: `tokenize` output, and clear one-line errors for bad input."""
+"""The `wyckoff-hf` console script: quick start, one-line errors, output folders that lose nothing and hold
+nothing stale, symmetrised structure files, interrupts and kills."""
 
+import argparse
+import csv
+import io
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import ase.io
+import pytest
+import spglib
+from huggingface_hub import constants
 from pymatgen.core import Lattice, Structure
 
-from wyckoff_hf.cli import main
+from wyckoff_hf.cli import INTERRUPTED, build_parser, main
+from wyckoff_hf.evaluation import load_samples
+from wyckoff_hf.generation.output import (
+    FAILURES_FILE,
+    ManifestError,
+    line_sha256,
+    read_structure,
+    sample_line,
+    write_samples,
+    write_structure,
+)
+from wyckoff_hf.generation.realisation import RealisationSettings, realise_folder, realise_one
+from wyckoff_hf.tokenization import WyckoffRepresentation
+
+NACL = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
+PNMA = WyckoffRepresentation.from_sites(62, [("Na", "c"), ("Cl", "c"), ("O", "d")])
+# 13 orbits on the 1-dof position 3a of R3m: pyxtal needs 89 s to give up on it
+CROWDED = WyckoffRepresentation.from_sites(160, [("Nb", "a")] * 4 + [("Ag", "a")] + [("S", "a")] * 8)
+HEAVY_MODULES = ("torch", "transformers", "pymatgen", "pyxtal", "datasets")
+
+
+def cli(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "wyckoff_hf.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+                            **kwargs)
+
+
+def generated_folder(path: Path, representations, settings: RealisationSettings | None = None) -> Path:
+    from dataclasses import asdict
+
+    return write_samples(path, representations, {"realisation": asdict(settings or RealisationSettings())})
+
+
+# ------------------------------------------------------------------------------------------ start-up, arguments
+
+
+def test_help_version_and_argument_errors_import_nothing_heavy():
+    code = ("import sys\nfrom wyckoff_hf.cli import main\n"
+            "for argv in (['--version'], ['generate', '--help'], ['evaluate', '-h'], ['generate', '-n', '0']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            f"print(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY_MODULES!r})))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert result.stdout.startswith("wyckoff-hf 0.1.0")
+    assert "--num-samples: must be at least 1, got 0" in result.stderr
+
+
+def test_every_option_has_help_text():
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, subparser in subparsers.choices.items():
+        for action in subparser._actions:
+            if action.help != argparse.SUPPRESS:
+                assert action.help, f"{name} {action.option_strings or action.dest} has no help text"
 
 
 def test_tokenize_prints_representation_and_tokens(tmp_path, capsys):
@@ -20,8 +87,175 @@ def test_tokenize_prints_representation_and_tokens(tmp_path, capsys):
     assert f"{bad}: ERROR StructureParseError" in err
 
 
-def test_bad_generate_arguments_give_a_clear_error(tmp_path, capsys):
-    assert main(["generate", "-n", "2", "--out", str(tmp_path), "--space-group", "999"]) == 2
-    assert "wyckoff-hf generate: error: space_group 999 is not a space group" in capsys.readouterr().err
-    assert main(["generate", "-n", "2", "--out", str(tmp_path), "--model", str(tmp_path / "missing")]) == 2
-    assert "wyckoff-hf generate: error:" in capsys.readouterr().err
+def test_out_of_range_arguments_are_refused_before_any_work(tmp_path, capsys):
+    for argv, message in ((["--space-group", "999"], "argument --space-group: '999' is not a space group number"),
+                          (["--num-workers", "0"], "argument --num-workers: must be at least 1, got 0"),
+                          (["--temperature", "-1"], "argument --temperature: must be greater than 0")):
+        with pytest.raises(SystemExit):
+            main(["generate", "--output-dir", str(tmp_path), *argv])
+        assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--model", "missing/folder/"], "no model folder at missing/folder/"),
+    (["--model", "./missing"], "no model folder at ./missing"),
+    (["--device", "cuda"], "--device cuda: no CUDA GPU is visible"),
+    (["--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+])
+def test_bad_generate_arguments_give_one_line(tmp_path, capsys, argv, message):
+    if argv[:2] == ["--device", "cuda"]:
+        pytest.importorskip("torch").cuda.is_available() and pytest.skip("a GPU is present")
+    assert main(["generate", "-n", "2", "--output-dir", str(tmp_path / "out"), *argv]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"wyckoff-hf generate: error: {message}")
+
+
+def test_training_folders_are_named_with_what_to_pass_instead(tmp_path, capsys):
+    run = tmp_path / "run"  # scripts/train.py's layout: checkpoint-N folders, the best model in the run folder
+    (run / "checkpoint-51").mkdir(parents=True)
+    (run / "checkpoint-51" / "trainer_state.json").write_text("{}")
+    assert main(["generate", "--output-dir", str(tmp_path / "a"), "--model", str(run)]) == 2
+    assert f"{run} is a training output folder without a saved model yet" in capsys.readouterr().err
+    checkpoint = run / "checkpoint-51"
+    assert main(["generate", "--output-dir", str(tmp_path / "a"), "--model", str(checkpoint)]) == 2
+    assert f"is a training checkpoint (optimizer state for --resume-from-checkpoint), not a model: pass the run's " \
+           f"output folder, which holds its best model, --model {run}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_unknown_hub_id_fails_fast_without_the_hub(tmp_path, capsys, monkeypatch, offline):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    start = time.perf_counter()
+    assert main(["generate", "--output-dir", str(tmp_path / "a"), "--model", "nobody/no-such-model"]) == 2
+    assert time.perf_counter() - start < 10
+    err = capsys.readouterr().err
+    assert "model 'nobody/no-such-model' is not a local folder and not in the Hub cache" in err
+    assert ("HF_HUB_OFFLINE is set" if offline else "http://127.0.0.1:9 cannot be reached") in err
+
+
+# ------------------------------------------------------------------------------------------ output folders
+
+
+def test_generate_refuses_a_non_empty_folder_and_overwrite_clears_it(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "structures").mkdir(parents=True)
+    (out / "structures" / "000000.cif").write_text("stale")
+    assert main(["generate", "-n", "2", "--output-dir", str(out)]) == 2
+    assert f"output folder {out} is not empty: pass --overwrite" in capsys.readouterr().err
+    assert main(["generate", "-n", "3", "--output-dir", str(out), "--overwrite", "--seed", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "samples.jsonl"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["samples"]["count"] == 3 and manifest["generation"]["seed"] == 1
+    assert manifest["realisation"] is None
+
+
+def test_structures_must_belong_to_their_sample_lines(tmp_path):
+    out = generated_folder(tmp_path / "out", [NACL, PNMA])
+    realise_folder(out, num_workers=1)
+    assert sorted(load_samples(out).structures) == [0, 1]
+    other = generated_folder(tmp_path / "other", [PNMA, NACL])
+    (other / "structures").mkdir()
+    (other / "structures" / "000000.cif").write_text((out / "structures" / "000000.cif").read_text())
+    with pytest.raises(ManifestError, match=r"000000\.cif does not belong to line 1"):
+        load_samples(other)
+    (out / "samples.jsonl").write_text(sample_line(PNMA) + "\n" + sample_line(NACL) + "\n")
+    with pytest.raises(ManifestError, match=r"changed after manifest\.json was written"):
+        load_samples(out)
+
+
+@pytest.mark.parametrize(("representation", "group", "letters"), [(NACL, 225, ["a", "b"]),
+                                                                   (PNMA, 62, ["c", "c", "d"])])
+def test_cif_and_extxyz_are_symmetrised_and_read_back_by_pymatgen_and_ase(tmp_path, representation, group, letters):
+    (tmp_path / "structures").mkdir()
+    structure = representation.to_structure(seed=0)
+    sample_hash = line_sha256(sample_line(representation))
+    cif = write_structure(tmp_path, 0, structure, sample_hash, "cif")
+    text = cif.read_text()
+    assert f"_symmetry_Int_Tables_number   {group}" in text and "_atom_site_Wyckoff_symbol" in text
+    atom_lines = text.split("_atom_site_occupancy\n")[1].strip().splitlines()
+    assert [line.split()[3] for line in atom_lines] == letters  # one line per orbit, with its letter
+    assert all(0 <= float(x) < 1 for line in atom_lines for x in line.split()[4:7])
+    parsed, tag = read_structure(cif)
+    assert tag == sample_hash and parsed.get_space_group_info(symprec=0.01)[1] == group
+    assert WyckoffRepresentation.from_structure(parsed) == representation
+    atoms = ase.io.read(cif)
+    assert spglib.get_symmetry_dataset((atoms.cell[:], atoms.get_scaled_positions(), atoms.numbers),
+                                       symprec=0.01).number == group
+    assert len(atoms) == representation.num_atoms
+    extxyz = write_structure(tmp_path, 1, structure, sample_hash, "extxyz")
+    atoms = ase.io.read(io.StringIO(extxyz.read_text()), format="extxyz")
+    assert atoms.info["spacegroup_number"] == group and read_structure(extxyz)[1] == sample_hash
+
+
+def test_failures_record_which_limit_ended_them(tmp_path):
+    failure = realise_one(CROWDED, 0, RealisationSettings(timeout=0.5))
+    assert failure.limit == "time" and "within 0.5 s" in failure.reason
+    out = generated_folder(tmp_path / "out", [NACL, CROWDED], RealisationSettings(timeout=0.5))
+    summary = realise_folder(out, num_workers=1)
+    assert (summary.realised, summary.failed) == (1, 1)
+    with open(out / FAILURES_FILE, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["index", "representation", "limit", "reason"] and len(rows) == 2
+    assert rows[1][:3] == ["1", str(CROWDED), "time"] and "within 0.5 s" in rows[1][3]
+
+
+# ------------------------------------------------------------------------------------------ interrupts, kills
+
+
+def test_ctrl_c_keeps_finished_structures_and_realise_resumes(tmp_path):
+    out = tmp_path / "out"
+    job = cli("generate", "-n", "24", "--output-dir", str(out), "--structures", "--num-workers", "2", "--seed", "0")
+    deadline = time.monotonic() + 120
+    while len(list((out / "structures").glob("*.cif"))) < 3:
+        assert job.poll() is None and time.monotonic() < deadline, job.stderr.read() if job.poll() else "timeout"
+        time.sleep(0.05)
+    job.send_signal(signal.SIGINT)
+    _, err = job.communicate(timeout=60)
+    assert job.returncode == INTERRUPTED, err[-2000:]
+    assert f"resume with: wyckoff-hf realise {out}" in err and "Traceback" not in err
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 24
+    kept = len(list((out / "structures").glob("*.cif")))
+    assert 3 <= kept < 24
+    resumed = cli("realise", str(out), "--num-workers", "2")
+    stdout, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err[-2000:]
+    samples = load_samples(out)  # verifies every structure against its line
+    assert len(samples.structures) + len(samples.structure_errors) == 24
+    assert "/24 structures" in stdout
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:
+            continue
+        if int(fields.get("PPid", "0").strip()) == pid:
+            children.append(int(status.parent.name))
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:\t")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_workers_die_with_a_killed_parent(tmp_path):
+    out = generated_folder(tmp_path / "out", [CROWDED, CROWDED], RealisationSettings(timeout=120))
+    job = cli("realise", str(out), "--num-workers", "2")
+    deadline = time.monotonic() + 60
+    while len(workers := _children(job.pid)) < 2:
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(1.0)  # the workers are inside pyxtal now
+    job.kill()
+    job.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from datasets import Dataset, DatasetDict
-from huggingface_hub import DatasetCard
+from huggingface_hub import DatasetCard, constants
 from pymatgen.core import Lattice, Structure
 
 from wyckoff_hf.cards import render_card
@@ -24,6 +25,7 @@ from wyckoff_hf.data import (
     write_parquet_splits,
 )
 from wyckoff_hf.tokenization import WyckoffRepresentation, WyckoffTokenizer
+from wyckoff_hf.utils.hub import HubRepoError, ensure_hub_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = 40
@@ -98,6 +100,28 @@ def test_dev_layout_splits_val_90_10_reproducibly(two_split_folder: Path,
 def test_val_test_layout(two_split_folder: Path) -> None:
     dataset = load_crystal_csv_splits(two_split_folder, "val-test")
     assert {s: d.num_rows for s, d in dataset.items()} == {"validation": ROWS, "test": ROWS + 2}
+
+
+def test_numeric_and_text_ids_in_one_dataset(tmp_path: Path, source_frames: dict[str, pd.DataFrame]) -> None:
+    """perov_5 and carbon_24 number their crystals: ids are read as text, so the splits share one schema."""
+    numeric = source_frames["val"].head(3).assign(material_id=[3961, 11922, 6694])
+    _write(numeric, tmp_path / "source" / "val.csv")
+    _write(source_frames["test"].head(2), tmp_path / "source" / "test.csv")
+    dataset, failures = add_wyckoff_columns(load_crystal_csv_splits(tmp_path / "source", "val-test"))
+    assert failures.empty
+    assert dataset["validation"]["material_id"] == ["3961", "11922", "6694"]
+    assert dataset["test"]["material_id"] == list(source_frames["test"]["material_id"].head(2))
+    write_parquet_splits(dataset, tmp_path / "prepared")
+    assert load_wyckoff_dataset(tmp_path / "prepared")["validation"]["material_id"] == ["3961", "11922", "6694"]
+
+
+def test_max_rows_keeps_the_first_rows_of_every_split(two_split_folder: Path) -> None:
+    full = load_crystal_csv_splits(two_split_folder, "mp20-biternary-dev")
+    dataset = load_crystal_csv_splits(two_split_folder, "mp20-biternary-dev", max_rows=3)
+    assert {split: part["material_id"] for split, part in dataset.items()} == {
+        split: part["material_id"][:3] for split, part in full.items()}
+    with pytest.raises(ValueError, match="max_rows must be at least 1, got 0"):
+        load_crystal_csv_splits(two_split_folder, "val-test", max_rows=0)
 
 
 def test_bad_structures_are_reported_and_excluded(converted: tuple[DatasetDict, pd.DataFrame],
@@ -200,6 +224,62 @@ def test_prepare_script_end_to_end_and_push(tmp_path: Path, two_split_folder: Pa
         shard = tmp_path / f"{split}.parquet"
         shard.write_bytes(pushed[f"data/{split}-00000-of-00001.parquet"])
         pd.testing.assert_frame_equal(pd.read_parquet(shard), local[split].to_pandas())
+
+
+@pytest.fixture(scope="module")
+def prepare_script():
+    """scripts/prepare_dataset.py as a module, for the checks that run before any conversion."""
+    spec = importlib.util.spec_from_file_location("prepare_dataset_script", ROOT / "scripts" / "prepare_dataset.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_prepare_script_options(tmp_path: Path, prepare_script) -> None:
+    base = ["--source", str(tmp_path), "--out", str(tmp_path / "out")]
+    assert prepare_script.parse_args([*base, "--num-workers", "3"]).num_workers == 3
+    assert prepare_script.parse_args([*base, "--num-proc", "2"]).num_workers == 2  # the earlier name still works
+    with pytest.raises(SystemExit):
+        prepare_script.parse_args([*base, "--max-rows", "0"])
+
+
+def test_hub_repo_is_created_or_refused_in_one_line(tmp_path: Path, fake_hub, monkeypatch) -> None:
+    """The check ``--push-to-hub`` runs before the long job, against the Hub stand-in at the HTTP boundary."""
+    monkeypatch.setattr(constants, "ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setenv("HF_TOKEN", "fake")
+    assert ensure_hub_repo("wyckoff/data", repo_type="dataset") == "wyckoff/data"
+    assert ensure_hub_repo("wyckoff/data", repo_type="dataset") == "wyckoff/data"  # exists: fine
+    assert fake_hub.repo_types == {"wyckoff/data": "dataset"}
+    refusals = [("data", "'data' must be ORG/NAME"), ("a/b/c", "must be ORG/NAME"),
+                ("wyckoff/bad name", "'wyckoff/bad name' is invalid")]
+    monkeypatch.setenv("HF_TOKEN", "")
+    refusals.append(("wyckoff/model", "cannot create or access the Hub model repo 'wyckoff/model' at "
+                                      f"{fake_hub.endpoint} .HfHubHTTPError: Client error '401 Unauthorized'"))
+    for repo_id, message in refusals:
+        with pytest.raises(HubRepoError, match=message) as error:
+            ensure_hub_repo(repo_id)
+        assert "\n" not in str(error.value)
+    monkeypatch.setenv("HF_TOKEN", "fake")
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(HubRepoError, match="ConnectError"):
+        ensure_hub_repo("wyckoff/model")
+    assert "wyckoff/model" not in fake_hub.files
+
+
+def test_prepare_script_checks_the_hub_before_converting(tmp_path: Path, two_split_folder: Path, fake_hub,
+                                                         prepare_script, monkeypatch) -> None:
+    monkeypatch.setattr(constants, "ENDPOINT", fake_hub.endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setenv("HF_TOKEN", "")
+    out = tmp_path / "prepared"
+    with pytest.raises(SystemExit, match=r"^prepare_dataset.py: error: cannot create or access the Hub dataset "
+                                         r"repo 'wyckoff/mp20-test' at http.*401 Unauthorized"):
+        prepare_script.main(["--source", str(two_split_folder), "--layout", "val-test", "--out", str(out),
+                             "--push-to-hub", "wyckoff/mp20-test"])
+    assert not out.exists() and fake_hub.files == {}
 
 
 HUB_CLIENT = """

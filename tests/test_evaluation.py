@@ -10,11 +10,9 @@ from pymatgen.core import Lattice, Structure
 
 from wyckoff_hf.data import representation_columns, write_parquet_splits
 from wyckoff_hf.evaluation import (
-    SKIP_MESSAGE,
     GeneratedSamples,
     ReferenceSet,
     canonical,
-    chgnet_available,
     composition_validity,
     evaluate,
     load_samples,
@@ -23,7 +21,6 @@ from wyckoff_hf.evaluation import (
     novel_templates,
     p1_fraction,
     realise_missing,
-    stability_metrics,
     structure_uniqueness,
     structure_validity,
     symmetry_metrics,
@@ -33,6 +30,7 @@ from wyckoff_hf.evaluation import (
     wyckoff_uniqueness,
 )
 from wyckoff_hf.evaluation.cli import add_evaluate_arguments, run_evaluate
+from wyckoff_hf.generation.realisation import RealisationSettings
 from wyckoff_hf.tokenization import WyckoffRepresentation
 
 
@@ -92,6 +90,15 @@ def test_validity_metrics_denominators():
     assert "realised" not in wyckoff_only and wyckoff_only["wyckoff_valid"] == 3 / 4
 
 
+def test_smact_gets_a_time_limit_and_undecided_formulas_are_counted_apart():
+    ten_elements = "LiNaKRbCsMgCaSrBaO10"
+    assert composition_validity(ten_elements, timeout=0.001) is None
+    crowded = WyckoffRepresentation.from_sites(1, [(el, "a") for el in
+                                                   ("Li", "Na", "K", "Rb", "Cs", "Mg", "Ca", "Sr", "Ba", "O")])
+    metrics = validity_metrics(GeneratedSamples([NACL, crowded], structures={0: rock_salt()}), smact_timeout=0.001)
+    assert metrics["num_compositional_timeouts"] == 1 and metrics["compositional_valid"] == 1.0
+
+
 def test_validity_of_nothing_is_undefined_not_zero():
     metrics = validity_metrics(GeneratedSamples([None], errors={0: "bad"}))
     assert metrics["wyckoff_valid"] == 0.0
@@ -126,6 +133,12 @@ def test_load_samples_keeps_every_line_and_says_why_one_is_invalid(tmp_path):
     assert len(load_samples(tmp_path / "samples.jsonl").structures) == 0  # a bare .jsonl has no CIFs
 
 
+def test_trailing_blank_lines_are_not_samples(tmp_path):
+    (tmp_path / "samples.jsonl").write_text(json.dumps(NACL.to_dict()) + "\n\n\n")
+    samples = load_samples(tmp_path / "samples.jsonl")
+    assert len(samples) == 1 and not samples.errors
+
+
 def test_load_samples_rejects_misnamed_structures(tmp_path):
     (tmp_path / "samples.jsonl").write_text(json.dumps(NACL.to_dict()) + "\n")
     (tmp_path / "structures").mkdir()
@@ -144,7 +157,7 @@ def test_realisation_is_bounded_in_time_inside_the_pool():
     # 13 orbits on the 1-dof position 3a of R3m: pyxtal needed 89 s to give up on it
     crowded = WyckoffRepresentation.from_sites(160, [("Nb", "a")] * 4 + [("Ag", "a")] + [("S", "a")] * 8)
     samples = GeneratedSamples.from_representations([crowded, NACL])
-    realise_missing(samples, num_workers=2, timeout=1.0)
+    realise_missing(samples, num_workers=2, settings=RealisationSettings(timeout=1.0))
     assert list(samples.structures) == [1]
     assert "within 1.0 s" in samples.structure_errors[0] and "R3m" in samples.structure_errors[0]
 
@@ -213,26 +226,6 @@ def test_wasserstein_distances():
     assert wasserstein_distances([], [NACL])["wasserstein_num_atoms"] is None
 
 
-# ------------------------------------------------------------------------------------------ stability
-
-
-@pytest.mark.skipif(chgnet_available(), reason="checks the message shown when chgnet is absent")
-def test_stability_is_skipped_with_a_clear_message_without_chgnet():
-    assert stability_metrics([rock_salt()], [rock_salt()]) == {"skipped": SKIP_MESSAGE}
-    assert "chgnet" in SKIP_MESSAGE and "wyckoff-hf[stability]" in SKIP_MESSAGE
-
-
-def test_stability_proxy_with_a_given_energy_function():
-    def energy(structures):  # a stand-in potential: minus the volume per atom
-        return [-s.volume / len(s) for s in structures]
-
-    generated, reference = [rock_salt(5.0), rock_salt(cation="K")], [rock_salt(6.0), rock_salt(5.0)]
-    metrics = stability_metrics(generated, [s.to(fmt="cif") for s in reference], energy_fn=energy)
-    assert metrics["energy_above_reference_count"] == 1  # no KCl in the reference
-    assert metrics["energy_above_reference_mean"] == pytest.approx(-125 / 8 + 216 / 8)
-    assert metrics["energy_per_atom_reference_mean"] == pytest.approx(-(216 + 125) / 16)
-
-
 # ------------------------------------------------------------------------------------------ evaluate, CLI
 
 
@@ -272,8 +265,6 @@ def test_evaluate_writes_metrics_report_and_figures(tmp_path):
     report = (tmp_path / "out" / "report.md").read_text()
     assert "| Novelty, structure | 0.0 % | realised structures vs train |" in report
     assert "| P1 fraction | 33.3 % |" in report
-    if not chgnet_available():
-        assert SKIP_MESSAGE in report
     for figure in metrics["figures"]:
         assert (tmp_path / "out" / figure).read_bytes().startswith(b"\x89PNG")
 
@@ -284,13 +275,33 @@ def test_cli_reads_a_prepared_reference_folder(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_evaluate_arguments(parser)
     args = parser.parse_args([str(tmp_path / "samples"), "--reference", str(tmp_path / "reference"),
-                              "--out", str(tmp_path / "out"), "--num-workers", "1", "--no-structure-metrics",
+                              "--output-dir", str(tmp_path / "out"), "--num-workers", "1", "--no-structure-metrics",
                               "--max-reference", "1"])
     assert run_evaluate(args) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["reference"]["num_train"] == 1 and metrics["reference"]["num_test"] == 1
     assert metrics["novelty"] == {"wyckoff_unique": 1.0, "wyckoff_novel": 1.0, "template_novel": 0.5}
     assert "stability" not in metrics and "Uniqueness, Wyckoff" in capsys.readouterr().out
+
+
+def test_samples_never_realised_are_not_measured_rather_than_failed(tmp_path):
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "samples.jsonl").write_text(json.dumps(NACL.to_dict()) + "\n")
+    metrics = evaluate(tmp_path / "samples", reference_dataset(), tmp_path / "out", num_workers=1)
+    assert metrics["validity"]["realised"] is None and metrics["failures"]["missing_structures"] == {}
+    assert "structure_novel" not in metrics["novelty"] and "stability" not in metrics
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "| Realised in 3D (pyxtal) | n/a |" in report and "pass --realise" in report
+
+
+def test_evaluate_rejects_a_non_positive_reference_size(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_evaluate_arguments(parser)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["samples", "--reference", "ref", "--max-reference", "-3"])
+    assert "--max-reference: must be at least 1, got -3" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="max_reference must be at least 1"):
+        evaluate(GeneratedSamples.from_representations([NACL]), reference_dataset(), tmp_path, max_reference=0)
 
 
 def test_reference_set_names_the_rows_it_skips():
@@ -303,3 +314,14 @@ def test_reference_set_names_the_rows_it_skips():
     assert len(reference.skipped) == 1 and "mp-23193" in reference.skipped[0]
     with pytest.raises(ValueError, match="needs"):
         ReferenceSet.from_dataset(DatasetDict({"train": dataset["train"]}))
+
+
+def test_known_crystals_of_sun_novelty_are_train_plus_validation():
+    dataset = reference_dataset()
+    without_validation = ReferenceSet.from_dataset(dataset)
+    assert without_validation.validation == [] and without_validation.known_cifs == without_validation.train_cifs
+    dataset["validation"] = dataset["test"].select([0])
+    reference = ReferenceSet.from_dataset(dataset)
+    assert [str(rep) for rep in reference.validation] == ["Fm-3m (225): K 4a, Cl 4b"]
+    assert reference.known_cifs == reference.train_cifs + reference.validation_cifs
+    assert reference.known_formulas == [*reference.train_formulas, "KCl"]

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from huggingface_hub.errors import StrictDataclassClassValidationError
-from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer
+from safetensors import safe_open
+from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer, set_seed
 
 from wyckoff_hf.modeling import (
     GeneratedCrystals,
@@ -18,6 +21,8 @@ from wyckoff_hf.modeling import (
 )
 from wyckoff_hf.registration import register_auto_classes
 from wyckoff_hf.tokenization import STOP_ID, WyckoffRepresentation, WyckoffTokenizer
+from wyckoff_hf.tokenization.representation import electronegativity_key
+from wyckoff_hf.tokenization.wyckoff_tables import space_group_table
 
 TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_symmetry_embedding_size": 8,
         "enumeration_embedding_size": 4, "derived_feature_size": 4, "num_hidden_layers": 2,
@@ -51,7 +56,7 @@ def nacl() -> WyckoffRepresentation:
 
 
 def batch_of(tokenizer, items, **kwargs):
-    return dict(tokenizer(items, **kwargs))
+    return dict(tokenizer(items, return_tensors="pt", **kwargs))
 
 
 def test_forward_shapes_and_finite_losses(model, tokenizer, reps):
@@ -123,6 +128,7 @@ def test_tiny_model_overfits_32_structures(config, tokenizer, reps):
 
 
 def test_save_and_load_give_identical_outputs(model, tokenizer, reps, tmp_path):
+    model.generation_config.temperature = 0.7
     model.save_pretrained(tmp_path)
     files = {p.name for p in tmp_path.iterdir()}
     assert "model.safetensors" in files and not any(f.endswith(".bin") for f in files)
@@ -131,7 +137,25 @@ def test_save_and_load_give_identical_outputs(model, tokenizer, reps, tmp_path):
     expected, got = model(**batch), loaded(**batch)
     assert torch.equal(expected.loss, got.loss) and torch.equal(expected.element_logits, got.element_logits)
     assert torch.equal(model.generate(8, seed=3).element_ids, loaded.generate(8, seed=3).element_ids)
-    assert loaded.config.wyckoff_positions == model.config.wyckoff_positions
+    for name, table in model.tables.named_buffers():  # the tables travel in the weights, not in config.json
+        assert torch.equal(getattr(loaded.tables, name), table), name
+    assert loaded.config.num_wyckoff_positions == len(model.config.wyckoff_positions) == 1731
+    assert loaded.generation_config.temperature == 0.7 and loaded.generation_config.min_acceptance_rate == 0.01
+
+
+def test_config_json_is_small_and_sampling_defaults_are_in_the_generation_config(model, tmp_path):
+    model.generation_config.space_group_counts = [0, 0, 0] + [1] * 230
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert "wyckoff_positions" not in saved and "sampling_temperature" not in saved
+    assert len((tmp_path / "config.json").read_text().splitlines()) < 40  # print(config) fits a screen
+    generation = json.loads((tmp_path / "generation_config.json").read_text())
+    assert generation["temperature"] == 1.0 and sum(generation["space_group_counts"]) == 230
+    with safe_open(tmp_path / "model.safetensors", "pt") as weights:
+        assert weights.get_tensor("tables.wyckoff_positions").shape == (1731, 5)
+        rank = weights.get_tensor("tables.element_rank")
+    symbols = model.config.element_vocabulary
+    assert rank[symbols.index("Na")] < rank[symbols.index("Cl")] < rank[symbols.index("F")]  # electronegativity
 
 
 def test_auto_classes_after_registration(model, tokenizer, reps, tmp_path):
@@ -153,6 +177,17 @@ def test_generation_is_reproducible(model):
     for key in first:
         assert torch.equal(first[key], again[key]), key
     assert not torch.equal(first.element_ids, model.generate(16, seed=8).element_ids)
+    assert torch.equal(first.element_ids, model.generate(np.int64(16), seed=np.int64(7)).element_ids)
+
+
+def test_unseeded_generation_follows_the_global_rng(model):
+    set_seed(0)
+    first = model.generate(16)
+    set_seed(0)
+    again = model.generate(16)
+    assert torch.equal(first.element_ids, again.element_ids)
+    first.element_ids[0, 0] = 5  # plain tensors (no_grad, not inference_mode): editable by the caller
+    assert not model.generate(16).element_ids.is_inference()
 
 
 def test_generated_crystals_are_valid(model, tokenizer):
@@ -164,18 +199,24 @@ def test_generated_crystals_are_valid(model, tokenizer):
     assert (out.element_ids[torch.arange(300), lengths - 1] == STOP_ID).all()
     assert [len(c.sites) for c in crystals] == (lengths - 1).tolist()
     assert max(len(c.sites) for c in crystals) <= model.config.max_sites
+    for crystal in crystals:  # sites come out in the canonical order of the training data
+        table = space_group_table(crystal.space_group)
+        keys = [(*electronegativity_key(s.element), table.letter_index(s.letter)) for s in crystal.sites]
+        assert keys == sorted(keys), crystal
     # the untrained model stops late, so 0-dof positions of a high-symmetry group are often contested
     fixed = [c for c in model.generate(100, space_group=225, seed=1, tokenizer=tokenizer)]
     assert all(Counter(s.letter for s in c.sites if s.dof == 0).most_common(1)[0][1] == 1
                for c in fixed if any(s.dof == 0 for s in c.sites))
     # round trip: decoded crystals tokenize back to the generated ids
-    again = tokenizer(crystals)
+    again = tokenizer(crystals, return_tensors="pt")
     assert torch.equal(again["element_ids"], out.element_ids[:, : again["element_ids"].shape[1]])
 
 
 def test_max_sites_and_temperature(model, tokenizer):
     crystals = model.generate(50, seed=0, max_sites=3, temperature=0.5, tokenizer=tokenizer)
     assert all(1 <= len(c.sites) <= 3 for c in crystals)
+    with pytest.raises(ValueError, match="max_sites"):
+        model.generate(2, max_sites=model.config.max_sites + 1)
 
 
 def test_element_constraints(model, tokenizer):
@@ -193,15 +234,20 @@ def test_space_group_choice(model, tokenizer):
     assert {c.space_group for c in model.generate(20, space_group=194, seed=0, tokenizer=tokenizer)} == {194}
     groups = [1, 2, 225, 230, 62] * 4
     assert [c.space_group for c in model.generate(20, space_group=groups, seed=0, tokenizer=tokenizer)] == groups
+    assert [c.space_group for c in model.generate(20, space_group=np.array(groups), seed=0,
+                                                  tokenizer=tokenizer)] == groups
+    assert {c.space_group for c in model.generate(3, space_group=np.int32(194), tokenizer=tokenizer)} == {194}
 
 
-def test_prior_space_groups(tokenizer):
+def test_prior_space_groups(model, tokenizer):
     counts = [0] * 233
     counts[225 + 2], counts[12 + 2] = 3, 1
-    model = WyckoffTransformerForCrystalGeneration(
-        WyckoffTransformerConfig.from_tokenizer(tokenizer, space_group_counts=counts, **TINY))
+    model.generation_config.space_group_counts = counts
     seen = Counter(c.space_group for c in model.generate(200, seed=0, max_sites=2, tokenizer=tokenizer))
     assert set(seen) == {225, 12} and seen[225] > seen[12]
+    model.generation_config.space_group_counts = [1] * 233  # ids 0-2 are special tokens, not groups
+    with pytest.raises(ValueError, match="space_group_counts"):
+        model.generate(2)
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -210,6 +256,8 @@ def test_prior_space_groups(tokenizer):
     ({"allowed_elements": ["Xx"]}, "'Xx'"),
     ({"allowed_elements": ["O"], "required_elements": ["Fe"]}, "required_elements"),
     ({"temperature": 0.0}, "temperature"),
+    ({"space_group": 2.5}, "space_group must be an integer"),
+    ({"seed": "zero"}, "seed must be an integer"),
 ])
 def test_bad_generation_arguments_are_reported(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -221,6 +269,103 @@ def test_config_validation(tokenizer):
         WyckoffTransformerConfig(num_attention_heads=3)
     with pytest.raises(ValueError, match="no wyckoff_positions"):
         WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig())
-    with pytest.raises(ValueError, match="space_group_counts"):
-        WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(
-            tokenizer, space_group_counts=[1] * 233, **TINY))  # ids 0-2 are special tokens, not groups
+    with pytest.raises(StrictDataclassClassValidationError, match="element_canonical_order"):
+        WyckoffTransformerConfig.from_tokenizer(tokenizer, element_canonical_order=[3, 4])
+
+
+# ----------------------------------------------------------------------------------- the transformers contract
+
+
+def test_eager_and_sdpa_agree_and_eager_returns_attention_weights(config, tokenizer, reps, tmp_path):
+    torch.manual_seed(0)
+    WyckoffTransformerModel(config).save_pretrained(tmp_path)
+    sdpa = WyckoffTransformerModel.from_pretrained(tmp_path)
+    eager = WyckoffTransformerModel.from_pretrained(tmp_path, attn_implementation="eager")
+    assert (sdpa.config._attn_implementation, eager.config._attn_implementation) == ("sdpa", "eager")
+    batch = batch_of(tokenizer, reps[:4])
+    out = eager(**batch, output_attentions=True, output_hidden_states=True)
+    assert torch.allclose(out.last_hidden_state, sdpa(**batch).last_hidden_state, atol=1e-5)
+    assert len(out.attentions) == config.num_hidden_layers and len(out.hidden_states) == config.num_hidden_layers + 1
+    weights, visible = out.attentions[0], batch["attention_mask"].bool()
+    assert weights.shape == (4, config.num_attention_heads, *visible.shape[1:], visible.shape[1])
+    assert torch.allclose(weights.sum(-1), torch.ones(()), atol=1e-5)
+    assert (weights[~visible[:, None, None, :].expand_as(weights)] == 0).all()  # padding receives no attention
+
+
+@pytest.mark.filterwarnings("ignore:`gradient_checkpointing_enable` is deprecated")
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(config, tokenizer, reps):
+    torch.manual_seed(0)
+    plain = WyckoffTransformerForCrystalGeneration(config).train()
+    checkpointed = WyckoffTransformerForCrystalGeneration(config).train()
+    checkpointed.load_state_dict(plain.state_dict())
+    checkpointed.gradient_checkpointing_enable()
+    assert checkpointed.model.layers[0].gradient_checkpointing
+    batch = batch_of(tokenizer, reps[:6])
+    losses = []
+    for model in (plain, checkpointed):
+        loss = model(**batch).loss
+        loss.backward()
+        losses.append(loss.detach())
+    assert torch.allclose(*losses)
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, atol=1e-6), name
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_trainer_trains_and_reports_an_eval_loss(config, tokenizer, reps, tmp_path):
+    from transformers import Trainer, TrainingArguments
+
+    rows = [tokenizer.encode(rep) for rep in reps[:8]]
+    model = WyckoffTransformerForCrystalGeneration(config)
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4,
+                             per_device_eval_batch_size=4, report_to=[], use_cpu=True, save_strategy="no",
+                             remove_unused_columns=False)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, eval_dataset=rows,
+                      data_collator=lambda batch: dict(tokenizer.pad(batch, return_tensors="pt")))
+    assert trainer.train().training_loss > 0
+    metrics = trainer.evaluate()
+    expected = torch.stack([model(**batch_of(tokenizer, reps[i:i + 4])).loss for i in (0, 4)]).mean()
+    assert metrics["eval_loss"] == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_labels_are_the_element_ids(model, tokenizer, reps):
+    batch = batch_of(tokenizer, reps[:2])
+    labels = batch["element_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    assert torch.equal(model(**batch, labels=labels).loss, model(**batch).loss)
+    with pytest.raises(ValueError, match="labels must equal element_ids"):
+        model(**batch, labels=labels.roll(1, 1))
+    assert model(**batch, return_loss=False).loss is None
+
+
+@pytest.mark.parametrize("sites, message", [
+    ([("Na", "a"), ("Cl", "b")], None),
+    ([("Cl", "b"), ("Na", "a")], "token 1: element"),  # out of canonical order (Na is less electronegative)
+    ([("Na", "b"), ("Na", "a")], "token 1: site_symmetry"),  # same element: letters in order (4b, then 4a: no)
+])
+def test_impossible_targets_raise(model, tokenizer, sites, message):
+    batch = batch_of(tokenizer, [WyckoffRepresentation.from_sites(225, sites, canonical=False)])
+    if message is None:
+        assert torch.isfinite(model(**batch).loss)
+        return
+    with pytest.raises(ValueError, match=message):
+        model(**batch)
+
+
+def test_impossible_positions_stop_first_and_too_many_sites_raise(model, tokenizer):
+    batch = batch_of(tokenizer, [nacl()])
+    wrong = {key: value.clone() for key, value in batch.items()}
+    wrong["site_symmetry_ids"][0, 0] = tokenizer.token_id("site_symmetry", "-1")  # Fm-3m has no -1 site
+    with pytest.raises(ValueError, match="sequence 0, token 0: site_symmetry"):
+        model(**wrong)
+    reused = {key: value.clone() for key, value in batch.items()}
+    reused["enumeration_ids"][0, 1] = reused["enumeration_ids"][0, 0]  # Cl on 4a, which Na holds (0 dof)
+    with pytest.raises(ValueError, match="sequence 0, token 1: enumeration"):
+        model(**reused)
+    stop_first = {key: value[:, :1].clone() for key, value in batch.items()}
+    for key in ("element_ids", "site_symmetry_ids", "enumeration_ids"):
+        stop_first[key][:] = STOP_ID
+    with pytest.raises(ValueError, match="token 0: element id 1"):
+        model(**stop_first)
+    long = WyckoffRepresentation.from_sites(1, [("O", "a")] * (model.config.max_sites + 1))
+    with pytest.raises(ValueError, match=f"token {model.config.max_sites}: element"):
+        model(**batch_of(tokenizer, [long]))

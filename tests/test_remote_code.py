@@ -1,73 +1,152 @@
-"""A saved checkpoint loads with ``trust_remote_code=True`` where ``wyckoff_hf`` cannot be imported."""
+"""Checkpoints load with ``trust_remote_code=True`` where ``wyckoff_hf`` cannot be imported.
+
+One subprocess, with ``wyckoff_hf`` and the structure libraries (pymatgen, spglib, pyxtal) blocked, loads the
+shipped checkpoint, a freshly saved one, and the fresh one again from a Hub repo (the local stand-in
+``fake_hub``) through all four Auto classes, runs the encoder and the generator, and decodes the generated ids
+with the remote tokenizer; the results must equal what the installed package computes from the same weights
+and ids. Only reading a structure needs the structure libraries.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
+from fake_hub import serve_fake_hub
 
+from wyckoff_hf.generation.jobs import DEFAULT_MODEL
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.registration import register_auto_classes
 from wyckoff_hf.tokenization import WyckoffRepresentation, WyckoffTokenizer
 
 REMOTE_SCRIPT = textwrap.dedent("""
+    import json
     import sys
 
-    class BlockWyckoffHF:
+    class Block:
         def find_spec(self, name, path=None, target=None):
-            if name == "wyckoff_hf" or name.startswith("wyckoff_hf."):
-                raise ImportError(f"{name} is blocked: the checkpoint must not need it")
+            if name.split(".")[0] in ("wyckoff_hf", "pymatgen", "spglib", "pyxtal"):
+                raise ImportError(f"No module named {name!r} (blocked: the checkpoint must not need it)")
 
-    sys.meta_path.insert(0, BlockWyckoffHF())
+    sys.meta_path.insert(0, Block())
     import torch
-    from transformers import AutoModel, AutoModelForPreTraining
+    from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer
 
-    checkpoint, work = sys.argv[1], sys.argv[2]
+    work, checkpoints = sys.argv[1], json.loads(sys.argv[2])
     inputs = torch.load(f"{work}/inputs.pt")
-    encoder = AutoModel.from_pretrained(checkpoint, trust_remote_code=True).eval()
-    generator = AutoModelForPreTraining.from_pretrained(checkpoint, trust_remote_code=True).eval()
-    assert not any(name.startswith("wyckoff_hf") for name in sys.modules), "wyckoff_hf was imported"
-    with torch.no_grad():
-        torch.save({
-            "hidden": encoder(**inputs).last_hidden_state,
-            "loss": generator(**inputs).loss,
-            "generated": dict(generator.generate(12, seed=5, space_group=[225, 62, 1] * 4)),
-            "classes": [type(encoder).__module__, type(encoder).__name__, type(generator).__name__],
-        }, f"{work}/remote.pt")
+    results = {}
+    for name, checkpoint in checkpoints.items():
+        loaded = {auto.__name__: auto.from_pretrained(checkpoint, trust_remote_code=True)
+                  for auto in (AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer)}
+        encoder, generator = loaded["AutoModel"].eval(), loaded["AutoModelForPreTraining"].eval()
+        tokenizer = loaded["AutoTokenizer"]
+        with torch.no_grad():
+            generated = dict(generator.generate(12, seed=5, space_group=[225, 62, 1] * 4))
+            results[name] = {
+                "classes": {auto: [type(obj).__module__, type(obj).__name__] for auto, obj in loaded.items()},
+                "hidden": encoder(**inputs).last_hidden_state,
+                "loss": generator(**inputs).loss,
+                "generated": generated,
+                "decoded": [[str(rep), rep.to_dict()] for rep in tokenizer.decode(generated)],
+                "tokenizer": [len(tokenizer), tokenizer.name_or_path, tokenizer.vocabularies],
+            }
+        try:
+            tokenizer("NaCl.cif")
+        except ImportError as err:
+            results[name]["reading_a_cif"] = str(err)
+    torch.save(results, f"{work}/remote.pt")
 """)
+CODE_FILES = {"configuration_wyckoff_transformer.py", "modeling_wyckoff_transformer.py", "tokenization_wyckoff.py",
+              "representation.py", "wyckoff_tables.py", "errors.py", "data_files.py", "structure_libraries.py",
+              "time_limit.py"}
+HUB_REPO = "wyckoff/tiny-remote-code"
+REPRESENTATIONS = [WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")]),
+                   WyckoffRepresentation.from_sites(221, [("Ba", "a"), ("Ti", "b"), ("O", "c")])]
 
 
-def test_checkpoint_runs_without_wyckoff_hf(tmp_path):
+@pytest.fixture(scope="module")
+def fresh_checkpoint(tmp_path_factory):
+    """A tiny untrained generator and its tokenizer, saved as training saves them."""
     register_auto_classes()
-    tokenizer = WyckoffTokenizer()
     torch.manual_seed(0)
     model = WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(
-        tokenizer, num_hidden_layers=1, hidden_dropout_prob=0.0)).eval()
-    checkpoint = tmp_path / "checkpoint"
-    model.save_pretrained(checkpoint)
-    assert {"modeling_wyckoff_transformer.py", "configuration_wyckoff_transformer.py"} <= set(os.listdir(checkpoint))
-    reps = [WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")]),
-            WyckoffRepresentation.from_sites(221, [("Ba", "a"), ("Ti", "b"), ("O", "c")])]
-    inputs = dict(tokenizer(reps))
-    torch.save(inputs, tmp_path / "inputs.pt")
+        WyckoffTokenizer(), num_hidden_layers=1, hidden_dropout_prob=0.0)).eval()
+    folder = tmp_path_factory.mktemp("fresh") / "checkpoint"
+    model.save_pretrained(folder)
+    WyckoffTokenizer().save_pretrained(folder)
+    return folder
 
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"),
-           "HF_MODULES_CACHE": str(tmp_path / "hf_modules")}
-    result = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(checkpoint), str(tmp_path)], env=env,
-                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+@pytest.fixture(scope="module")
+def remote(fresh_checkpoint, tmp_path_factory):
+    """What the subprocess without ``wyckoff_hf`` computed for each checkpoint."""
+    work = tmp_path_factory.mktemp("remote")
+    torch.save(dict(WyckoffTokenizer()(REPRESENTATIONS, return_tensors="pt")), work / "inputs.pt")
+    checkpoints = {"fresh": str(fresh_checkpoint), "shipped": str(DEFAULT_MODEL), "hub": HUB_REPO}
+    server = serve_fake_hub()
+    hub = next(server)
+    try:
+        hub.files[HUB_REPO] = {path.name: path.read_bytes() for path in fresh_checkpoint.iterdir()}
+        env = {**os.environ, **hub.env, "HF_HOME": str(work / "hf_home"), "HF_MODULES_CACHE": str(work / "hf_modules")}
+        result = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(work), json.dumps(checkpoints)], env=env,
+                                cwd=work, capture_output=True, text=True, timeout=300)
+    finally:
+        server.close()
     assert result.returncode == 0, result.stderr[-3000:]
-    remote = torch.load(tmp_path / "remote.pt")
+    return torch.load(work / "remote.pt")
 
-    module, encoder_class, generator_class = remote["classes"]
-    assert module.startswith("transformers_modules")
-    assert (encoder_class, generator_class) == ("WyckoffTransformerModel", "WyckoffTransformerForCrystalGeneration")
+
+@pytest.mark.parametrize("name", ["fresh", "shipped"])
+def test_checkpoint_folder_is_complete(name, fresh_checkpoint):
+    folder = fresh_checkpoint if name == "fresh" else DEFAULT_MODEL
+    assert CODE_FILES | {"wyckoff_tables.json", "wyckoff_vocab.json"} <= set(os.listdir(folder))
+    config = json.loads((folder / "config.json").read_text())
+    assert config["auto_map"] == {
+        "AutoConfig": "configuration_wyckoff_transformer.WyckoffTransformerConfig",
+        "AutoModel": "modeling_wyckoff_transformer.WyckoffTransformerModel",
+        "AutoModelForPreTraining": "modeling_wyckoff_transformer.WyckoffTransformerForCrystalGeneration",
+    }
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "WyckoffTokenizer"
+    assert tokenizer_config["auto_map"] == {"AutoTokenizer": ["tokenization_wyckoff.WyckoffTokenizer", None]}
+
+
+def test_shipped_code_and_tables_are_the_packages_own():
+    """The shipped folder's copies of the code and tables are snapshots taken by ``save_pretrained``: a change
+    to the package without re-saving the checkpoint would ship stale remote code."""
+    package = DEFAULT_MODEL.parent.parent
+    sources = {path.name: path for folder in ("modeling", "tokenization") for path in (package / folder).iterdir()}
+    for name in sorted(CODE_FILES | {"wyckoff_tables.json"}):
+        assert (DEFAULT_MODEL / name).read_bytes() == sources[name].read_bytes(), f"{name} is stale: re-save"
+
+
+@pytest.mark.parametrize("name", ["fresh", "shipped", "hub"])
+def test_remote_code_matches_the_installed_package(name, remote, fresh_checkpoint):
+    folder = DEFAULT_MODEL if name == "shipped" else fresh_checkpoint
+    result = remote[name]
+    assert {auto: cls for auto, (_, cls) in result["classes"].items()} == {
+        "AutoConfig": "WyckoffTransformerConfig", "AutoModel": "WyckoffTransformerModel",
+        "AutoModelForPreTraining": "WyckoffTransformerForCrystalGeneration", "AutoTokenizer": "WyckoffTokenizer"}
+    assert all(module.startswith("transformers_modules.") for module, _ in result["classes"].values())
+
+    model = WyckoffTransformerForCrystalGeneration.from_pretrained(folder).eval()
+    tokenizer = WyckoffTokenizer.from_pretrained(folder)
+    inputs = dict(tokenizer(REPRESENTATIONS, return_tensors="pt"))
     with torch.no_grad():
-        assert torch.allclose(remote["hidden"], model.model(**inputs).last_hidden_state, atol=1e-6)
-        assert torch.allclose(remote["loss"], model(**inputs).loss, atol=1e-6)
-    local = model.generate(12, seed=5, space_group=[225, 62, 1] * 4)
+        assert torch.allclose(result["hidden"], model.model(**inputs).last_hidden_state, atol=1e-6)
+        assert torch.allclose(result["loss"], model(**inputs).loss, atol=1e-6)
+        local = model.generate(12, seed=5, space_group=[225, 62, 1] * 4)
     for key, value in local.items():
-        assert torch.equal(remote["generated"][key], value), key
-    assert [c.space_group for c in tokenizer.decode(remote["generated"])] == [225, 62, 1] * 4
+        assert torch.equal(result["generated"][key], value), key
+
+    installed = tokenizer.decode(result["generated"])
+    assert [rep.space_group for rep in installed] == [225, 62, 1] * 4
+    assert result["decoded"] == [[str(rep), rep.to_dict()] for rep in installed]
+    name_or_path = HUB_REPO if name == "hub" else str(folder)
+    assert result["tokenizer"] == [len(tokenizer), name_or_path, tokenizer.vocabularies]
+    assert result["reading_a_cif"].endswith("needed to read, analyse or build crystal structures: pip install spglib")

@@ -12,6 +12,7 @@ from wyckoff_hf.tokenization import (
     InvalidRepresentationError,
     RealizationError,
     StructureParseError,
+    WyckoffError,
     WyckoffRepresentation,
     representations_from_structures,
     space_group_table,
@@ -112,6 +113,23 @@ def test_bad_inputs_raise_specific_errors(tmp_path):
         WyckoffRepresentation.from_structure("data_broken\n_cell_length_a 3\nnonsense\n")
     with pytest.raises(StructureParseError, match="no such CIF file"):
         WyckoffRepresentation.from_structure(tmp_path / "missing.cif")
+
+
+@pytest.mark.parametrize(("symprec", "angle_tolerance", "message"), [
+    (-1.0, 5.0, "symprec must be a positive"), (0.0, 5.0, "symprec"), (float("nan"), 5.0, "symprec"),
+    (float("inf"), 5.0, "symprec"), (0.1, -2.0, "angle_tolerance must be"), (0.1, float("nan"), "angle_tolerance"),
+])
+def test_invalid_tolerances_fail_before_spglib(symprec, angle_tolerance, message):
+    # spglib segfaults on symprec=-1; a bad setting is a plain ValueError, so a batch stops instead of skipping rows
+    with pytest.raises(ValueError, match=message) as info:
+        WyckoffRepresentation.from_structure(KNOWN["NaCl"][0], symprec, angle_tolerance)
+    assert not isinstance(info.value, WyckoffError)
+    with pytest.raises(ValueError, match=message):
+        representations_from_structures([("NaCl", KNOWN["NaCl"][0])], symprec, angle_tolerance)
+
+
+def test_spglib_default_angle_tolerance_is_accepted():
+    assert str(WyckoffRepresentation.from_structure(KNOWN["NaCl"][0], 0.1, -1.0)) == "Fm-3m (225): Na 4a, Cl 4b"
 
 
 def test_batch_helper_reports_and_skips():

@@ -8,6 +8,7 @@ import sys
 from transformers import AutoConfig, AutoModelForPreTraining, AutoTokenizer, pipeline
 
 import wyckoff_hf
+from wyckoff_hf.evaluation import load_samples
 from wyckoff_hf.generation.jobs import DEFAULT_MODEL
 from wyckoff_hf.tokenization import WyckoffRepresentation
 
@@ -27,17 +28,36 @@ def test_auto_classes_load_the_shipped_checkpoint():
 def test_generate_cli_offline(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "wyckoff_hf.cli", "generate", "-n", "24", "--out", str(out), "--structures",
-         "--workers", "1", "--seed", "0"],
+        [sys.executable, "-m", "wyckoff_hf.cli", "generate", "-n", "24", "--output-dir", str(out), "--structures",
+         "--num-workers", "1", "--seed", "0"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     lines = (out / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 24
     representations = [WyckoffRepresentation.from_dict(json.loads(line)) for line in lines]
-    structures = sorted(p.name for p in (out / "structures").glob("*.cif"))
-    failures = (out / "realisation_failures.csv").read_text().splitlines()[1:]
-    assert len(structures) + len(failures) == 24 and len(structures) >= 12
+    samples = load_samples(out)  # checks every CIF against its line of samples.jsonl
+    assert samples.representations == representations
+    assert len(samples.structures) + len(samples.structure_errors) == 24 and len(samples.structures) >= 12
     assert "realised" in result.stdout and str(representations[0]) in result.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["realisation"] == {"seed": 0, "max_attempts": 10, "timeout": 60.0, "format": "cif"}
+
+
+def run_python(code: str) -> str:
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout.strip()
+
+
+def test_import_registers_the_auto_classes_whenever_transformers_comes():
+    load = f"print(type(AutoConfig.from_pretrained({str(DEFAULT_MODEL)!r})).__name__)"
+    expected = "WyckoffTransformerConfig"
+    # the package first (it imports nothing heavy), transformers later
+    assert run_python(f"import wyckoff_hf\nfrom transformers import AutoConfig\n{load}") == expected
+    # one of our modules first: it imports transformers itself, half-way through its own import
+    assert run_python(f"import wyckoff_hf.modeling\nfrom transformers import AutoConfig\n{load}") == expected
+    # (transformers first, then wyckoff_hf: this module's own imports)
 
 
 def test_pipeline_task():
@@ -46,3 +66,7 @@ def test_pipeline_task():
     assert [c["text"] for c in first] == [c["text"] for c in again]
     assert all(isinstance(c["representation"], WyckoffRepresentation) for c in first)
     assert generator({"num_samples": 2, "space_group": 221}, seed=0)[0]["space_group"] == 221
+
+
+def test_pipeline_task_defaults_to_the_shipped_model():
+    assert pipeline("crystal-generation").model.name_or_path == str(DEFAULT_MODEL)

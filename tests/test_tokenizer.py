@@ -1,6 +1,7 @@
 """WyckoffTokenizer: exact ids for known crystals, round trips, padding, persistence and clear errors."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,8 @@ def tokenizer():
 
 def test_vocabularies(tokenizer):
     assert tokenizer.vocab_sizes == {"space_group": 233, "element": 121, "site_symmetry": 81, "enumeration": 11}
+    assert len(tokenizer) == 233 + 121 + 81 + 11
+    assert tokenizer.vocabularies["element"][3:5] == ["H", "He"] and tokenizer.vocabularies["element"][-1] == "Og"
     for vocab in tokenizer.vocabularies.values():
         assert vocab[:3] == ["[PAD]", "[STOP]", "[MASK]"]
     assert len(tokenizer.wyckoff_position_ids()) == 1731
@@ -45,17 +48,26 @@ def test_nacl_ids_exact(tokenizer):
 
 
 def test_batch_padding_and_decode(tokenizer):
-    batch = tokenizer([NACL, WyckoffRepresentation.from_sites(227, [("Si", "a")]), RUTILE])
+    batch = tokenizer([NACL, WyckoffRepresentation.from_sites(227, [("Si", "a")]), RUTILE], return_tensors="pt")
     assert list(batch.keys()) == tokenizer.model_input_names
     assert all(isinstance(v, torch.Tensor) and v.shape == (3, 3) for v in batch.values())
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 0], [1, 1, 1]]
     assert batch["element_ids"][1].tolist() == [3 + 13, 1, 0]
     assert tokenizer.decode(batch) == [NACL, WyckoffRepresentation.from_sites(227, [("Si", "a")]), RUTILE]
-    as_lists = tokenizer([NACL], return_tensors=None)
-    assert as_lists["element_ids"] == [[13, 19, 1]]
     as_numpy = tokenizer([NACL, RUTILE], padding="max_length", max_length=5, return_tensors="np")
     assert as_numpy["element_ids"].shape == (2, 5) and as_numpy["element_ids"].dtype == np.int64
     assert tokenizer.decode(as_numpy) == [NACL, RUTILE]
+
+
+def test_lists_by_default_like_hf_tokenizers(tokenizer):
+    """``return_tensors=None``: plain lists, padded in a batch; only a list or tuple is a batch."""
+    assert tokenizer((NACL, RUTILE))["element_ids"] == [[13, 19, 1], [3 + 21, 3 + 7, 1]]  # Ti 2a, O 4f
+    assert tokenizer(NACL)["element_ids"] == [[13, 19, 1]]
+    assert tokenizer(NACL, padding=False)["element_ids"] == [13, 19, 1]
+    silicon = WyckoffRepresentation.from_sites(227, [("Si", "a")])
+    padded = tokenizer.pad([tokenizer.encode(NACL), tokenizer.encode(silicon)])
+    assert padded["attention_mask"] == [[1, 1, 1], [1, 1, 0]] and padded["dof"] == [[0, 0, 0], [0, 0, 0]]
+    assert isinstance(tokenizer.pad([tokenizer.encode(NACL)], return_tensors="pt")["element_ids"], torch.Tensor)
 
 
 def test_structures_are_analysed(tokenizer):
@@ -66,16 +78,16 @@ def test_structures_are_analysed(tokenizer):
 
 
 def test_invalid_ids_decode_to_clear_errors(tokenizer):
-    batch = tokenizer([NACL, RUTILE])
+    batch = tokenizer([NACL, RUTILE], return_tensors="pt")
     batch["site_symmetry_ids"][1, 0] = tokenizer.token_id("site_symmetry", "m-3m")
     with pytest.raises(InvalidRepresentationError, match=r"row 1: token 0: space group 136 .* no Wyckoff position"):
         tokenizer.decode(batch)
-    batch = tokenizer([NACL])
+    batch = tokenizer([NACL], return_tensors="pt")
     batch["element_ids"][0, 1] = batch["element_ids"][0, 0]
     batch["enumeration_ids"][0, 1] = batch["enumeration_ids"][0, 0]  # Na twice on the fixed 4a
     with pytest.raises(InvalidRepresentationError, match=r"row 0: .*can hold one atom orbit only"):
         tokenizer.decode(batch)
-    batch = tokenizer([NACL])
+    batch = tokenizer([NACL], return_tensors="np")
     batch["site_symmetry_ids"][0, 0] = tokenizer.mask_token_id
     with pytest.raises(InvalidRepresentationError, match="special id"):
         tokenizer.decode(batch)
@@ -88,15 +100,23 @@ def test_max_sites(tokenizer):
 
 
 def test_save_and_load(tmp_path, tokenizer):
+    """``wyckoff_hf`` registers the tokenizer for ``AutoTokenizer``: its code and tables travel with it."""
     custom = WyckoffTokenizer(symprec=0.01, max_sites=30)
-    custom.save_pretrained(tmp_path)
+    assert custom.name_or_path == ""
+    saved = custom.save_pretrained(tmp_path)
+    assert sorted(os.path.basename(path) for path in saved) == sorted(os.listdir(tmp_path)) == [
+        "data_files.py", "errors.py", "representation.py", "structure_libraries.py", "time_limit.py",
+        "tokenization_wyckoff.py",
+        "tokenizer_config.json", "wyckoff_tables.json", "wyckoff_tables.py", "wyckoff_vocab.json"]
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())
-    assert config == {"tokenizer_class": "WyckoffTokenizer", "symprec": 0.01, "angle_tolerance": 5.0, "max_sites": 30}
+    assert config == {"tokenizer_class": "WyckoffTokenizer", "symprec": 0.01, "angle_tolerance": 5.0, "max_sites": 30,
+                      "auto_map": {"AutoTokenizer": ["tokenization_wyckoff.WyckoffTokenizer", None]}}
     assert json.loads((tmp_path / "wyckoff_vocab.json").read_text())["element"][13] == "Na"
     loaded = WyckoffTokenizer.from_pretrained(tmp_path)
     assert loaded.vocabularies == tokenizer.vocabularies
-    assert (loaded.symprec, loaded.max_sites) == (0.01, 30)
+    assert (loaded.symprec, loaded.max_sites, loaded.name_or_path, len(loaded)) == (0.01, 30, str(tmp_path), 446)
     assert loaded.encode(NACL) == tokenizer.encode(NACL)
+    assert loaded.decode(loaded([NACL, RUTILE])) == [NACL, RUTILE]
 
 
 def _round_trip(tokenizer, cifs):

@@ -1,15 +1,21 @@
 """The Wyckoff tables: complete, consistent with pyxtal, and (site symmetry, enumeration) ↔ letter bijective."""
 
-import json
+import math
+import warnings
 
+import numpy as np
 import pytest
+from pymatgen.core import Element
+from pyxtal.symmetry import Group
 
 from wyckoff_hf.tokenization.wyckoff_tables import (
     TABLES_PATH,
     all_site_symmetries,
     all_space_group_tables,
     build_tables,
+    element_electronegativity,
     space_group_table,
+    tables_json,
 )
 
 
@@ -49,19 +55,48 @@ def test_known_entries():
     assert len(all_site_symmetries()) == 78
 
 
-def test_relabellings_are_a_group_of_letter_permutations():
+@pytest.mark.parametrize("table", all_space_group_tables(), ids=lambda t: str(t.number))
+def test_relabellings_are_a_group_of_letter_permutations(table):
+    letters = [p.letter for p in table.positions]
+    assert table.relabellings[0] == dict(zip(letters, letters, strict=True))
+    rows = table.relabelling_indices
+    assert np.all(np.sort(rows, axis=1) == np.arange(len(letters)))  # permutations
+    assert len({row.tobytes() for row in rows}) == len(rows)
+    composed = rows[:, rows].transpose(1, 0, 2).reshape(-1, len(letters))  # row b applied after row a
+    assert {row.tobytes() for row in composed} == {row.tobytes() for row in rows}  # closed: a group
+    for relabel in table.relabellings:  # a relabelling keeps multiplicity and free parameters
+        for letter, image in relabel.items():
+            before, after = table.by_letter(letter), table.by_letter(image)
+            assert (before.multiplicity, before.dof) == (after.multiplicity, after.dof)
+
+
+def test_relabellings_contain_the_euclidean_normalizer():
     for table in all_space_group_tables():
         letters = [p.letter for p in table.positions]
-        identity = dict(zip(letters, letters, strict=True))
-        assert table.relabellings[0] == identity
-        for relabel in table.relabellings:
-            assert sorted(relabel.values()) == sorted(letters)
-            for letter, image in relabel.items():  # a relabelling keeps multiplicity and site symmetry order
-                assert table.by_letter(letter).multiplicity == table.by_letter(image).multiplicity
-            for other in table.relabellings:
-                assert {x: other[relabel[x]] for x in letters} in table.relabellings
-    nacl = space_group_table(225).relabellings
-    assert any(r["a"] == "b" and r["b"] == "a" for r in nacl)
+        for transformed in Group(table.number).get_alternatives()["Transformed WP"]:
+            assert dict(zip(letters, transformed.split(), strict=True)) in table.relabellings
+
+
+def test_relabellings_include_cell_changes():
+    assert any(r["a"] == "b" and r["b"] == "a" for r in space_group_table(225).relabellings)  # origin shift
+    # P-1: unimodular cell changes and origin shifts act on the 8 inversion centres as AGL(3, 2)
+    assert len(space_group_table(2).relabellings) == 8 * 168
+    # P2/m: shifts by half vectors (8) times GL(2, 2) on the (a, c) plane (6)
+    assert len(space_group_table(10).relabellings) == 48
+    # P2_1/m (the issue's example): b and c swap, which no Euclidean map of a generic cell does
+    assert any(r["b"] == "c" and r["a"] == "a" for r in space_group_table(11).relabellings)
+
+
+def test_electronegativities_are_frozen_from_pymatgen():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for element in Element:
+            z, x = element_electronegativity(element.symbol)
+            assert z == element.Z
+            assert (math.isnan(x) and math.isnan(element.X)) or x == element.X
+    assert element_electronegativity("O") == (8, 3.44)
+    with pytest.raises(KeyError, match="'Xx' is not a chemical element"):
+        element_electronegativity("Xx")
 
 
 def test_unknown_inputs_raise_clear_errors():
@@ -71,5 +106,6 @@ def test_unknown_inputs_raise_clear_errors():
         space_group_table(225).by_letter("z")
 
 
-def test_packaged_tables_match_pyxtal():
-    assert json.loads(TABLES_PATH.read_text()) == json.loads(json.dumps(build_tables()))
+@pytest.mark.slow  # the affine-normalizer search takes about a minute
+def test_packaged_tables_match_a_fresh_build():
+    assert TABLES_PATH.read_text() == tables_json(build_tables())

@@ -1,4 +1,9 @@
-"""The ``wyckoff-hf`` console script: ``generate`` (the main job), ``tokenize`` and ``evaluate``."""
+"""The ``wyckoff-hf`` command: ``generate`` crystals, predict the crystals of a composition (``csp``), ``realise``
+them in 3D (or finish an interrupted job), ``evaluate`` a sample set, ``tokenize`` CIF files.
+
+Heavy libraries (torch, transformers, pymatgen) are imported inside the subcommands, so ``--help``,
+``--version`` and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
@@ -7,51 +12,210 @@ import json
 import sys
 from collections.abc import Sequence
 
+from . import __version__
+from .utils.arguments import add_hidden_alias, positive_float, positive_int, space_group_number
+
+DESCRIPTION = ("Generate crystals with a WyckoffTransformer, predict the crystals of a composition, realise them in "
+               "3D, evaluate a sample set, tokenize CIF files. `wyckoff-hf COMMAND --help` explains each command.")
+INTERRUPTED = 130  # the shell's status for a job ended by Ctrl-C
+
+
+def _add_realisation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-workers", type=positive_int, default=None,
+                        help="processes realising structures (default: all cores)")
+    add_hidden_alias(parser, "--workers", "num_workers", type=positive_int)
+    parser.add_argument("--format", choices=("cif", "extxyz"), default="cif",
+                        help="structure file format: symmetrised CIF (space group, Wyckoff sites) or ASE extxyz "
+                             "(default: %(default)s)")
+    parser.add_argument("--max-attempts", type=positive_int, default=10,
+                        help="pyxtal attempts per sample, the deterministic limit (default: %(default)s)")
+    parser.add_argument("--realise-timeout", type=positive_float, default=60.0,
+                        help="seconds per sample, a safety net against pyxtal's unbounded attempts "
+                             "(default: %(default)s)")
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that ``generate`` and ``csp`` share: output folder, model, sampling, realisation."""
+    parser.add_argument("--output-dir", default=None,
+                        help="output folder: samples.jsonl, manifest.json, structures/ (must be new or empty)")
+    add_hidden_alias(parser, "--out", "output_dir")
+    parser.add_argument("--overwrite", action="store_true", help="delete what OUTPUT_DIR holds before writing")
+    parser.add_argument("--model", default=None,
+                        help="saved model folder or Hub id (default: the shipped mp20-biternary checkpoint)")
+    parser.add_argument("--temperature", type=positive_float, default=None,
+                        help="sampling temperature (default: the checkpoint's calibrated one)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed of sampling; structure i is realised with seed SEED + i (default: 0)")
+    parser.add_argument("--device", default=None, help="torch device for sampling, e.g. cuda (default: cpu)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads for sampling (default: 1 on CPU, which is fastest on a shared machine)")
+    parser.add_argument("--structures", action="store_true",
+                        help="also realise 3D structures with pyxtal into OUTPUT_DIR/structures/")
+    _add_realisation_arguments(parser)
+
 
 def _add_generate(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("generate", help="sample crystals from a WyckoffTransformer checkpoint")
-    parser.add_argument("-n", "--num-samples", type=int, default=1000)
-    parser.add_argument("--out", required=True, help="output folder (samples.jsonl, structures/)")
-    parser.add_argument("--model", default=None, help="checkpoint folder or Hub id (default: the shipped model)")
-    parser.add_argument("--space-group", type=int, nargs="*", default=None,
-                        help="space group(s) to condition on (default: the training prior)")
-    parser.add_argument("--temperature", type=float, default=None,
-                        help="sampling temperature (default: the checkpoint's calibrated one)")
-    parser.add_argument("--allowed-elements", nargs="*", default=None)
-    parser.add_argument("--required-elements", nargs="*", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default=None, help="torch device (default: cpu)")
-    parser.add_argument("--structures", action="store_true", help="also realise 3D structures (CIFs) with pyxtal")
-    parser.add_argument("--workers", type=int, default=None, help="processes for --structures (default: all cores)")
+    parser = subparsers.add_parser("generate", help="sample crystals from a WyckoffTransformer checkpoint",
+                                   description="Sample crystals (Wyckoff representations) into OUTPUT_DIR/"
+                                               "samples.jsonl and, with --structures, their 3D structures.")
+    parser.add_argument("-n", "--num-samples", type=positive_int, default=1000,
+                        help="number of crystals to sample (default: %(default)s)")
+    parser.add_argument("--space-group", type=space_group_number, nargs="+", default=None, metavar="N",
+                        help="space group number(s) 1-230; several are used in turn (default: the training prior)")
+    parser.add_argument("--prompt-sites", nargs="+", default=None, metavar="EL:LETTER",
+                        help="first sites of every crystal, e.g. Na:a Cl:b, in canonical order (needs one "
+                             "--space-group); the model completes the rest")
+    parser.add_argument("--allowed-elements", nargs="+", default=None, metavar="EL",
+                        help="element symbols the sites may hold (default: all of the vocabulary)")
+    parser.add_argument("--required-elements", nargs="+", default=None, metavar="EL",
+                        help="element symbols every crystal must contain")
+    _add_sampling_arguments(parser)
     parser.set_defaults(run=_run_generate)
 
 
-def _run_generate(args: argparse.Namespace) -> int:
-    from .generation.jobs import load_generator, realise_structures, write_samples
+def _add_csp(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "csp", help="crystal structure prediction: likeliest crystals of a composition",
+        description="Sample crystals that hold exactly Z formula units of COMPOSITION (Z ≥ 1) and write the distinct "
+                    "ones, likeliest first, into OUTPUT_DIR/samples.jsonl (their log-probabilities in manifest.json) "
+                    "and, with --structures, their 3D structures.")
+    parser.add_argument("composition", help="chemical formula of the formula unit, e.g. SrTiO3")
+    parser.add_argument("-n", "--num-samples", type=positive_int, default=100,
+                        help="number of crystals to sample; the distinct ones are written (default: %(default)s)")
+    parser.add_argument("--space-group", type=space_group_number, default=None, metavar="N",
+                        help="space group number 1-230 (default: the training prior, restricted to the groups that "
+                             "can hold the composition)")
+    parser.add_argument("--max-atoms", type=positive_int, default=None,
+                        help="most atoms per conventional cell (default: the checkpoint's, 80 for MP-20)")
+    _add_sampling_arguments(parser)
+    parser.set_defaults(run=_run_csp)
 
-    model, tokenizer = load_generator(args.model, args.device)
-    space_group = args.space_group[0] if args.space_group and len(args.space_group) == 1 else args.space_group
-    representations = model.generate(
-        num_samples=args.num_samples, space_group=space_group, temperature=args.temperature, seed=args.seed,
-        allowed_elements=args.allowed_elements, required_elements=args.required_elements, tokenizer=tokenizer)
-    structures, failures = (None, [])
-    if args.structures:
-        seeds = [args.seed + i for i in range(len(representations))]
-        structures, failures = realise_structures(representations, workers=args.workers, seeds=seeds)
-    out = write_samples(args.out, representations, structures, failures)
-    print(f"wrote {len(representations)} Wyckoff representations to {out / 'samples.jsonl'}")
-    if structures is not None:
-        print(f"realised {len(structures)}/{len(representations)} structures in {out / 'structures'}; "
-              f"{len(failures)} failures listed in {out / 'realisation_failures.csv'}")
-    for rep in representations[:10]:
-        print(f"  {rep}")
+
+def _realise_and_report(out, num_workers: int | None, settings) -> int:
+    """Realise a generated folder's pending samples; on Ctrl-C keep what is done and say how to resume."""
+    from .generation.realisation import realise_folder
+
+    try:
+        summary = realise_folder(out, num_workers, settings)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the samples and every finished structure are in {out}; "
+              f"resume with: wyckoff-hf realise {out}", file=sys.stderr)
+        return INTERRUPTED
+    print(f"realised {summary.realised}/{summary.total} structures in {out / 'structures'}; "
+          f"{summary.failed} failures listed in {out / 'realisation_failures.csv'}")
     return 0
+
+
+def _start_job(args: argparse.Namespace):
+    """Check the output folder (before the model loads: fail in the first second), load the model, set threads;
+    returns the model, tokenizer, realisation settings and the manifest's generation settings so far."""
+    from transformers.utils.logging import disable_progress_bar
+
+    from .generation.jobs import load_generator, set_threads
+    from .generation.output import check_output_dir
+    from .generation.realisation import RealisationSettings
+
+    if args.output_dir is None:
+        raise ValueError("the following argument is required: --output-dir")
+    check_output_dir(args.output_dir, args.overwrite)
+    disable_progress_bar()  # transformers' bar for loading 50 tensors is noise before ours
+    settings = RealisationSettings(args.seed, args.max_attempts, args.realise_timeout, args.format)
+    model, tokenizer = load_generator(args.model, args.device)
+    threads = set_threads(args.threads, str(model.device.type))
+    generation = {"model": args.model or "shipped default", "seed": args.seed,
+                  "temperature": args.temperature or model.generation_config.temperature,
+                  "space_group": args.space_group, "device": str(model.device), "threads": threads}
+    return model, tokenizer, settings, generation
+
+
+def _finish_job(args: argparse.Namespace, representations, settings, manifest: dict, preview: list[str]) -> int:
+    """Write samples.jsonl and manifest.json, print ``preview`` (the first samples), realise with --structures."""
+    from dataclasses import asdict
+
+    from .generation.output import prepare_output_dir, write_samples
+    from .generation.realisation import REALISATION_KEY
+
+    manifest[REALISATION_KEY] = asdict(settings) if args.structures else None
+    out = write_samples(prepare_output_dir(args.output_dir, args.overwrite), representations, manifest)
+    print(f"wrote {len(representations)} Wyckoff representations to {out / 'samples.jsonl'}")
+    print("\n".join(preview))
+    return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
+
+
+def _prompt(space_groups: list[int] | None, sites: list[str] | None):
+    """``--prompt-sites Na:a Cl:b`` with one ``--space-group`` → the prompt representation (``None`` without)."""
+    from .tokenization import WyckoffRepresentation
+
+    if sites is None:
+        return None
+    if not space_groups or len(space_groups) != 1:
+        raise ValueError("--prompt-sites needs exactly one --space-group")
+    pairs = [tuple(site.split(":")) for site in sites]
+    if any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"--prompt-sites takes ELEMENT:LETTER pairs, e.g. Na:a, got {' '.join(sites)}")
+    return WyckoffRepresentation.from_sites(space_groups[0], pairs, canonical=False)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from .generation.jobs import sample_crystals, spread_space_groups
+
+    prompt = _prompt(args.space_group, args.prompt_sites)
+    model, tokenizer, settings, generation = _start_job(args)
+    space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
+    representations = sample_crystals(model, tokenizer, args.num_samples, space_group, seed=args.seed,
+                                      temperature=args.temperature, allowed_elements=args.allowed_elements,
+                                      required_elements=args.required_elements, prompt=prompt)
+    generation.update(allowed_elements=args.allowed_elements, required_elements=args.required_elements,
+                      prompt_sites=args.prompt_sites)
+    return _finish_job(args, representations, settings, {"generation": generation},
+                       [f"  {rep}" for rep in representations[:10]])
+
+
+def _run_csp(args: argparse.Namespace) -> int:
+    from .generation.csp import formula_unit, predict_structures
+
+    formula = formula_unit(args.composition)  # a bad formula fails before the model loads
+    model, tokenizer, settings, generation = _start_job(args)
+    predictions = predict_structures(formula, model, tokenizer, n=args.num_samples, space_group=args.space_group,
+                                     max_atoms=args.max_atoms, temperature=args.temperature, seed=args.seed)
+    csp = {"composition": formula, "num_samples": args.num_samples, "max_atoms": args.max_atoms,
+           "log_probabilities": [p.log_probability for p in predictions], "counts": [p.count for p in predictions]}
+    preview = [f"{len(predictions)} distinct crystals of {args.composition} in {args.num_samples} samples, likeliest "
+               "first (log-probability, samples):"]
+    preview += [f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in predictions[:10]]
+    return _finish_job(args, [p.representation for p in predictions], settings, {"generation": generation, "csp": csp},
+                       preview)
+
+
+def _add_realise(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "realise", help="realise the samples of a generated folder in 3D, or finish an interrupted job",
+        description="Realise with pyxtal every sample of OUTPUT_DIR that has no structure and no failure record "
+                    "yet. A folder generated with --structures keeps its settings (format, attempts, seeds); "
+                    "the options below apply to a folder realised for the first time.")
+    parser.add_argument("output_dir", help="folder written by `wyckoff-hf generate`")
+    _add_realisation_arguments(parser)
+    parser.set_defaults(run=_run_realise)
+
+
+def _run_realise(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .generation.output import read_manifest
+    from .generation.realisation import RealisationSettings
+
+    out = Path(args.output_dir)
+    manifest = read_manifest(out) or {}
+    seed = manifest.get("generation", {}).get("seed", 0)
+    return _realise_and_report(out, args.num_workers,
+                               RealisationSettings(seed, args.max_attempts, args.realise_timeout, args.format))
 
 
 def _add_tokenize(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("tokenize", help="print the Wyckoff representation and tokens of CIF files")
     parser.add_argument("cifs", nargs="+", help="CIF files")
-    parser.add_argument("--symprec", type=float, default=0.1)
+    parser.add_argument("--symprec", type=positive_float, default=0.1,
+                        help="spglib symmetry tolerance in Å (default: %(default)s)")
     parser.set_defaults(run=_run_tokenize)
 
 
@@ -81,9 +245,10 @@ def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wyckoff-hf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="wyckoff-hf", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(required=True, dest="command")
-    for add in (_add_generate, _add_tokenize, _add_evaluate):
+    for add in (_add_generate, _add_csp, _add_realise, _add_evaluate, _add_tokenize):
         add(subparsers)
     return parser
 
@@ -96,8 +261,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except (ValueError, OSError) as err:  # WyckoffError is a ValueError
-        print(f"wyckoff-hf {args.command}: error: {err}", file=sys.stderr)
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"wyckoff-hf {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nwyckoff-hf {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -7,17 +7,19 @@ heads, which is also the sampler), ``AutoTokenizer`` → ``WyckoffTokenizer``, a
 ``crystal-generation`` → ``CrystalGenerationPipeline``.
 
 For ``trust_remote_code`` it also marks the classes with ``register_for_auto_class``, so that
-``save_pretrained`` copies the two self-contained modeling files next to the weights and writes
-``auto_map``. Where ``wyckoff_hf`` is not installed, a checkpoint saved from the generator then loads with
-``AutoModel.from_pretrained(path, trust_remote_code=True)`` (encoder) or
-``AutoModelForPreTraining.from_pretrained(path, trust_remote_code=True)`` (generator; ``.generate()``
-returns id tensors, decoded by ``WyckoffTokenizer`` where that is available).
+``save_pretrained`` copies their code next to the weights and writes ``auto_map``: the model saves the two
+self-contained modeling files into ``config.json``'s map (``AutoConfig``, ``AutoModel`` → the encoder,
+``AutoModelForPreTraining`` → the generator), the tokenizer saves ``tokenization_wyckoff.py``, the sibling
+modules it imports and the JSON tables they read, with ``auto_map`` in ``tokenizer_config.json``
+(``AutoTokenizer``). Where ``wyckoff_hf`` is not installed, a folder holding both then loads with all four
+Auto classes and ``trust_remote_code=True``; ``.generate()`` returns id tensors that the remote tokenizer
+decodes to representations (pymatgen is needed only to read or build 3D structures).
 """
 
 from transformers import AutoConfig, AutoModel, AutoModelForPreTraining, AutoTokenizer
 from transformers.pipelines import PIPELINE_REGISTRY
 
-from .generation.pipeline import TASK, CrystalGenerationPipeline
+from .generation.pipeline import TASK, TASK_DEFAULTS, CrystalGenerationPipeline
 from .modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration, WyckoffTransformerModel
 from .tokenization import WyckoffTokenizer
 
@@ -32,6 +34,7 @@ def register_auto_classes() -> None:
     WyckoffTransformerConfig.register_for_auto_class()
     WyckoffTransformerModel.register_for_auto_class("AutoModel")
     WyckoffTransformerForCrystalGeneration.register_for_auto_class("AutoModelForPreTraining")
+    WyckoffTokenizer.register_for_auto_class("AutoTokenizer")
     if TASK not in PIPELINE_REGISTRY.supported_tasks:
         PIPELINE_REGISTRY.register_pipeline(TASK, pipeline_class=CrystalGenerationPipeline,
-                                            pt_model=WyckoffTransformerForCrystalGeneration)
+                                            pt_model=WyckoffTransformerForCrystalGeneration, default=TASK_DEFAULTS)

@@ -17,6 +17,7 @@ from datasets import Dataset, DatasetDict, Features
 
 SOURCE_FILES = {"train": "train", "validation": "val", "test": "test"}
 INDEX_COLUMN = "source_index"
+ID_COLUMN = "material_id"
 DEV_TRAIN_FRACTION = 0.9
 DEV_SEED = 0
 
@@ -30,7 +31,11 @@ def find_split_file(folder: Path, stem: str) -> Path | None:
 
 
 def read_split_frame(folder: Path, stem: str, layout: str) -> pd.DataFrame:
-    """One CDVAE CSV as a DataFrame; pandas' unnamed index column becomes ``source_index``."""
+    """One CDVAE CSV as a DataFrame; pandas' unnamed index column becomes ``source_index``.
+
+    Identifiers are text: perov_5 and carbon_24 use numbers, MP-20 ``mp-1234``, and one dataset's splits
+    must share one column type (pyarrow refuses a column of numbers in one split and text in another).
+    """
     path = find_split_file(folder, stem)
     if path is None:
         present = sorted(s for s in SOURCE_FILES.values() if find_split_file(folder, s) is not None)
@@ -40,7 +45,7 @@ def read_split_frame(folder: Path, stem: str, layout: str) -> pd.DataFrame:
             f"layout {layout!r} needs {folder / stem}.csv.gz (or .csv), which is missing; "
             f"the folder has {present or 'no split files'}.{hint}"
         )
-    frame = pd.read_csv(path)
+    frame = pd.read_csv(path, dtype={ID_COLUMN: str})
     return frame.rename(columns={"Unnamed: 0": INDEX_COLUMN})
 
 
@@ -83,18 +88,21 @@ LAYOUT_DESCRIPTIONS = {
 }
 
 
-def load_crystal_csv_splits(folder: str | Path, layout: str = "cdvae") -> DatasetDict:
+def load_crystal_csv_splits(folder: str | Path, layout: str = "cdvae", max_rows: int | None = None) -> DatasetDict:
     """Read a folder of CDVAE-format CSV splits; every source column is kept.
 
     Layouts: ``cdvae`` (train/val/test files), ``mp20-biternary-dev`` (train and validation carved
     90/10 out of ``val``, test from ``test``) and ``val-test`` (a two-file source → validation, test).
+    ``max_rows`` keeps the first N rows of every split (after the layout's carving), for quick trials.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {sorted(LAYOUTS)}")
+    if max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_rows must be at least 1, got {max_rows}")
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"source folder {folder} does not exist")
-    frames = {split: frame.reset_index(drop=True) for split, frame in LAYOUTS[layout](folder).items()}
+    frames = {split: frame.head(max_rows).reset_index(drop=True) for split, frame in LAYOUTS[layout](folder).items()}
     # One schema for all splits (an integer column with a gap in one file is float there), as the Hub needs.
     features = Features.from_arrow_schema(pa.Schema.from_pandas(pd.concat(frames.values()), preserve_index=False))
     return DatasetDict({split: Dataset.from_pandas(frame, features=features, split=split, preserve_index=False)

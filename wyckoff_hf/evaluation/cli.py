@@ -1,39 +1,65 @@
-"""The ``wyckoff-hf evaluate`` subcommand: arguments and entry point, for the main CLI to mount."""
+"""The ``wyckoff-hf evaluate`` subcommand: arguments and entry point, for the main CLI to mount.
+
+Only argparse at import time: the metrics (pymatgen, datasets, SMACT) are imported when the command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from .report import METRICS_FILE, REPORT_FILE, evaluate, markdown_report
+from ..utils.arguments import add_hidden_alias, positive_float, positive_int
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``SAMPLES --reference DATASET [--out] [--num-workers] [--realise] [--no-structure-metrics]
-    [--max-reference] [--max-attempts] [--realise-timeout] [--seed]`` to ``parser``."""
+    """Add ``SAMPLES --reference DATASET [--output-dir] [--num-workers] [--realise] [--no-structure-metrics]
+    [--max-reference] [--max-attempts] [--realise-timeout] [--smact-timeout] [--seed] [--stability]
+    [--stability-trials] [--stability-screen]`` to ``parser``."""
     parser.add_argument("samples", help="folder written by `wyckoff-hf generate` (samples.jsonl, structures/) "
                                         "or a single .jsonl file")
     parser.add_argument("--reference", required=True,
                         help="prepared dataset folder or Hub id: train split for novelty, test for distributions")
-    parser.add_argument("--out", default="report", help="output folder (default: %(default)s)")
-    parser.add_argument("--num-workers", type=int, default=None,
+    parser.add_argument("--output-dir", default="report", help="output folder (default: %(default)s)")
+    add_hidden_alias(parser, "--out", "output_dir")
+    parser.add_argument("--num-workers", type=positive_int, default=None,
                         help="processes for structure work (default: all cores)")
+    add_hidden_alias(parser, "--workers", "num_workers", type=positive_int)
     parser.add_argument("--realise", action="store_true",
-                        help="realise valid samples that have no CIF with pyxtal before the structure metrics")
+                        help="realise valid samples that have no structure with pyxtal before the structure metrics")
     parser.add_argument("--no-structure-metrics", dest="structure_metrics", action="store_false",
                         help="Wyckoff-level metrics only: no CIF is read, realised or matched")
-    parser.add_argument("--max-reference", type=int, default=None,
-                        help="use at most this many rows of each reference split")
-    parser.add_argument("--max-attempts", type=int, default=10, help="pyxtal attempts per sample with --realise")
-    parser.add_argument("--realise-timeout", type=float, default=10.0,
-                        help="seconds per sample for pyxtal with --realise (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="sample i is realised with seed SEED + i")
+    parser.add_argument("--max-reference", type=positive_int, default=None,
+                        help="use at most this many rows of each reference split (default: all)")
+    parser.add_argument("--max-attempts", type=positive_int, default=10,
+                        help="pyxtal attempts per sample with --realise (default: %(default)s)")
+    parser.add_argument("--realise-timeout", type=positive_float, default=60.0,
+                        help="safety-net seconds per sample for pyxtal with --realise (default: %(default)s)")
+    parser.add_argument("--smact-timeout", type=positive_float, default=10.0,
+                        help="seconds SMACT may spend on one formula; undecided ones are counted apart "
+                             "(default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="sample i is realised with seed SEED + i (default: 0)")
+    parser.add_argument("--stability", action="store_true",
+                        help="relax the valid samples with CHGNet and report energy above hull, S.U.N. and S.S.U.N. "
+                             "(needs pip install 'wyckoff-hf[stability]'; about 20 s per pyxtal trial on one core)")
+    parser.add_argument("--stability-trials", type=positive_int, default=3,
+                        help="pyxtal realisations relaxed per sample with --stability, lowest energy kept "
+                             "(default: %(default)s; the WyckoffTransformer authors use 6)")
+    parser.add_argument("--stability-screen", action="store_true",
+                        help="with --stability: relax every trial loosely (fmax 0.1 eV/Å, 100 steps) and refine only "
+                             "the lowest one to 0.02 (faster; see scripts/benchmark_stability.py for what it costs)")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run ``evaluate`` from parsed arguments, print the report, return the exit status."""
-    metrics = evaluate(args.samples, args.reference, args.out, num_workers=args.num_workers,
-             structure_metrics=args.structure_metrics, realise=args.realise, max_reference=args.max_reference,
-             max_attempts=args.max_attempts, seed=args.seed, realise_timeout=args.realise_timeout)
+    from .relaxation import SCREEN_FMAX, RelaxationSettings
+    from .report import METRICS_FILE, REPORT_FILE, evaluate, markdown_report
+
+    metrics = evaluate(args.samples, args.reference, args.output_dir, num_workers=args.num_workers,
+                       structure_metrics=args.structure_metrics, realise=args.realise,
+                       max_reference=args.max_reference, max_attempts=args.max_attempts, seed=args.seed,
+                       realise_timeout=args.realise_timeout, smact_timeout=args.smact_timeout,
+                       stability=RelaxationSettings(num_trials=args.stability_trials, seed=args.seed,
+                                                    screen_fmax=SCREEN_FMAX if args.stability_screen else None)
+                       if args.stability else None)
     print(markdown_report(metrics))
-    print(f"wrote {args.out}/{METRICS_FILE} and {args.out}/{REPORT_FILE}")
+    print(f"wrote {args.output_dir}/{METRICS_FILE} and {args.output_dir}/{REPORT_FILE}")
     return 0

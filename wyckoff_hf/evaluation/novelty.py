@@ -2,7 +2,7 @@
 
 Wyckoff level: two samples are the same crystal type when their canonical representations are equal
 (``WyckoffRepresentation.from_sites(..., canonical=True)``, which picks one labelling among the
-Euclidean-normalizer alternatives), so it is a set lookup and costs microseconds per sample.
+affine-normalizer alternatives), so it is a set lookup and costs microseconds per sample.
 
 Structure level: pymatgen's ``StructureMatcher`` with CDVAE's tolerances (stol=0.5, angle_tol=10,
 ltol=0.3; ``RecEval`` in CDVAE's ``scripts/compute_metrics.py``, reused by DiffCSP and FlowMM). Two
@@ -50,27 +50,44 @@ def novel_templates(representations: Sequence[WyckoffRepresentation],
                     train: Sequence[WyckoffRepresentation]) -> list[bool]:
     """Per sample: its template (space group and letters, elements abstracted away) is absent from ``train``.
 
-    Templates of the canonical forms are compared, so a relabelled copy of a known template is not novel.
+    Canonical templates are compared (minimised over relabellings without the elements), so a relabelled
+    copy of a known template is not novel.
     """
-    known = {canonical(rep).template() for rep in train}
-    return [canonical(rep).template() not in known for rep in representations]
+    known = {rep.canonical_template() for rep in train}
+    return [rep.canonical_template() not in known for rep in representations]
 
 
 def _matcher() -> StructureMatcher:
     return StructureMatcher(**MATCHER_TOLERANCES)
 
 
-def _count_groups(structures: list[Structure]) -> int:
-    return len(_matcher().group_structures(structures))
+def _first_of_groups(structures: list[Structure]) -> list[bool]:
+    """Per structure: it is the first (in input order) of its group of mutually matching structures."""
+    position = {id(structure): i for i, structure in enumerate(structures)}
+    flags = [False] * len(structures)
+    for group in _matcher().group_structures(structures):
+        flags[min(position[id(structure)] for structure in group)] = True
+    return flags
+
+
+def unique_structures(structures: Sequence[Structure], num_workers: int | None = 1) -> list[bool]:
+    """Per structure: no earlier structure matches it (pymatgen's ``group_structures``, bucketed by formula),
+    so a set of k mutual duplicates counts once."""
+    buckets: dict[str, list[int]] = defaultdict(list)
+    for i, structure in enumerate(structures):
+        buckets[structure.composition.reduced_formula].append(i)
+    groups = parallel_map(_first_of_groups, [[structures[i] for i in bucket] for bucket in buckets.values()],
+                          num_workers, desc="structure uniqueness")
+    flags = [False] * len(structures)
+    for bucket, bucket_flags in zip(buckets.values(), groups, strict=True):
+        for i, flag in zip(bucket, bucket_flags, strict=True):
+            flags[i] = flag
+    return flags
 
 
 def structure_uniqueness(structures: Sequence[Structure], num_workers: int | None = 1) -> float | None:
     """Groups of mutually matching structures (pymatgen's ``group_structures``) / structures."""
-    buckets: dict[str, list[Structure]] = defaultdict(list)
-    for structure in structures:
-        buckets[structure.composition.reduced_formula].append(structure)
-    counts = parallel_map(_count_groups, list(buckets.values()), num_workers, desc="structure uniqueness")
-    return fraction(sum(counts), len(structures))
+    return fraction(sum(unique_structures(structures, num_workers)), len(structures))
 
 
 def _novel_in_bucket(task: tuple[list[Structure], list[Structure | str]]) -> tuple[list[bool], list[str]]:

@@ -1,12 +1,14 @@
-"""Reading generated samples: ``samples.jsonl`` (one representation dict per line) and optional CIFs.
+"""Reading generated samples: ``samples.jsonl`` (one representation dict per line) and optional structures.
 
-The layout is the one ``wyckoff-hf generate`` writes (``wyckoff_hf.generation``): a folder with
-``samples.jsonl`` and, optionally, ``structures/{index:06d}.cif`` where ``index`` is the 0-based line
-number (a missing file means pyxtal could not realise that sample, and ``realisation_failures.csv``
-says why). A bare ``.jsonl`` path is accepted too (no structures then).
+The layout is the one ``wyckoff-hf generate`` writes (``wyckoff_hf.generation.output``): a folder with
+``samples.jsonl`` and, optionally, ``structures/{index:06d}.cif`` (or ``.extxyz``) where ``index`` is the
+0-based line number (a missing file means pyxtal could not realise that sample, and
+``realisation_failures.csv`` says why). Where the folder has a ``manifest.json``, every structure must
+carry the hash of its line: a stale file is an error, not a sample. A bare ``.jsonl`` path is accepted too
+(no structures then).
 
 Every line is kept, valid or not: Wyckoff validity is a metric, so an unparseable line is recorded with
-its reason instead of being dropped.
+its reason instead of being dropped. Trailing blank lines end the file; they are not samples.
 """
 
 from __future__ import annotations
@@ -19,8 +21,19 @@ from pathlib import Path
 
 from pymatgen.core import Structure
 
-from ..generation.jobs import FAILURES_FILE, SAMPLES_FILE, STRUCTURES_DIR, realise_structures
-from ..tokenization import WyckoffError, WyckoffRepresentation, load_structure
+from ..generation.output import (
+    FAILURES_FILE,
+    SAMPLES_FILE,
+    STRUCTURE_FORMATS,
+    STRUCTURES_DIR,
+    ManifestError,
+    line_sha256,
+    read_manifest,
+    read_structure,
+    verify_samples_file,
+)
+from ..generation.realisation import RealisationSettings, realise_structures
+from ..tokenization import WyckoffError, WyckoffRepresentation
 from ..utils.parallel import parallel_map
 
 
@@ -31,12 +44,15 @@ class GeneratedSamples:
     ``representations[i]`` is ``None`` exactly when ``errors[i]`` says why line ``i`` is not a valid
     Wyckoff representation. ``structures`` maps an index to its 3D structure (read or realised);
     ``structure_errors`` maps an index to why it has none (unparseable CIF, pyxtal failure).
+    ``has_structures`` says whether structures were measured at all (a folder without ``structures/``
+    was never realised: its realisation rate is unknown, not 0).
     """
 
     representations: list[WyckoffRepresentation | None]
     errors: dict[int, str] = field(default_factory=dict)
     structures: dict[int, Structure] = field(default_factory=dict)
     structure_errors: dict[int, str] = field(default_factory=dict)
+    has_structures: bool = True
 
     def __len__(self) -> int:
         return len(self.representations)
@@ -69,10 +85,11 @@ def parse_sample_line(line: str) -> WyckoffRepresentation:
     return WyckoffRepresentation.from_dict(data)
 
 
-def _read_cif(path: Path) -> Structure | str:
-    """A parsed CIF or the reason it could not be parsed (returned, so one bad file never stops a pool)."""
+def _read_structure(path: Path) -> tuple[Structure, str | None] | str:
+    """A parsed structure file with its sample hash, or the reason it could not be parsed (returned, so one
+    bad file never stops a pool)."""
     try:
-        return load_structure(path)
+        return read_structure(path)
     except WyckoffError as err:
         return f"{path.name}: {err}"
 
@@ -93,27 +110,35 @@ def load_samples(path: str | os.PathLike, num_workers: int | None = 1,
     if not jsonl.is_file():
         raise FileNotFoundError(f"{path} has no {SAMPLES_FILE}")
 
-    samples = GeneratedSamples([])
-    for index, line in enumerate(jsonl.read_text().splitlines()):
+    lines = jsonl.read_text().rstrip().splitlines()
+    samples = GeneratedSamples([], has_structures=structures_dir is not None and structures_dir.is_dir())
+    for index, line in enumerate(lines):
         try:
             samples.representations.append(parse_sample_line(line))
         except WyckoffError as err:
             samples.representations.append(None)
             samples.errors[index] = f"{jsonl.name} line {index + 1}: {err}"
 
-    if read_structures and structures_dir is not None and structures_dir.is_dir():
+    if read_structures and samples.has_structures:
+        manifest = read_manifest(path)
+        if manifest is not None:
+            verify_samples_file(path, manifest)
         indexed = []
-        for cif in sorted(structures_dir.glob("*.cif")):
-            if not cif.stem.isdigit() or int(cif.stem) >= len(samples):
-                raise ValueError(f"{cif}: structure files must be named {{index:06d}}.cif with an index below "
+        for file in sorted(f for fmt in STRUCTURE_FORMATS for f in structures_dir.glob(f"*.{fmt}")):
+            if not file.stem.isdigit() or int(file.stem) >= len(samples):
+                raise ValueError(f"{file}: structure files must be named {{index:06d}}.cif with an index below "
                                  f"the {len(samples)} lines of {jsonl}")
-            indexed.append((int(cif.stem), cif))
-        read = parallel_map(_read_cif, [cif for _, cif in indexed], num_workers, desc="reading CIFs")
-        for (index, _), result in zip(indexed, read, strict=True):
-            if isinstance(result, Structure):
-                samples.structures[index] = result
-            else:
+            indexed.append((int(file.stem), file))
+        read = parallel_map(_read_structure, [file for _, file in indexed], num_workers, desc="reading structures")
+        for (index, file), result in zip(indexed, read, strict=True):
+            if isinstance(result, str):
                 samples.structure_errors[index] = result
+                continue
+            structure, sample_hash = result
+            if manifest is not None and sample_hash != line_sha256(lines[index]):
+                raise ManifestError(f"{file} does not belong to line {index + 1} of {jsonl} (a file left by "
+                                    "another run?); generate again into an empty folder")
+            samples.structures[index] = structure
         failures = path / FAILURES_FILE
         if failures.is_file():
             with open(failures, newline="") as f:
@@ -124,21 +149,22 @@ def load_samples(path: str | os.PathLike, num_workers: int | None = 1,
     return samples
 
 
-def realise_missing(samples: GeneratedSamples, num_workers: int | None = None, max_attempts: int = 10,
-                    seed: int = 0, timeout: float = 10.0) -> GeneratedSamples:
+def realise_missing(samples: GeneratedSamples, num_workers: int | None = None,
+                    settings: RealisationSettings | None = None) -> GeneratedSamples:
     """Realise with pyxtal every valid sample that has no structure yet, in place, over a process pool.
 
-    Sample ``i`` uses seed ``seed + i`` (as ``wyckoff-hf generate --structures`` does), with ``max_attempts``
-    tries and ``timeout`` seconds each. A failure is recorded in ``structure_errors``.
+    Sample ``i`` uses seed ``settings.seed + i`` (as ``wyckoff-hf generate --structures`` does), with
+    ``settings.max_attempts`` tries and the ``settings.timeout`` safety net. A failure is recorded in
+    ``structure_errors``.
     """
     missing = [i for i, rep in enumerate(samples.representations)
                if rep is not None and i not in samples.structures]
     structures, failures = realise_structures([samples.representations[i] for i in missing], num_workers,
-                                              seeds=[seed + i for i in missing], max_attempts=max_attempts,
-                                              timeout=timeout)
-    for position, structure in structures.items():
-        samples.structures[missing[position]] = structure
-        samples.structure_errors.pop(missing[position], None)
+                                              settings, indices=missing)
+    samples.has_structures = True
+    for index, structure in structures.items():
+        samples.structures[index] = structure
+        samples.structure_errors.pop(index, None)
     for failure in failures:
-        samples.structure_errors[missing[failure.index]] = f"sample {missing[failure.index]}: {failure.reason}"
+        samples.structure_errors[failure.index] = f"sample {failure.index}: {failure.reason}"
     return samples

@@ -7,17 +7,17 @@ FlowMM, MatterGen's "validity" column) report under the same names.
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 from pymatgen.core import Composition, Structure
 from smact.screening import smact_validity
 
+from ..tokenization.time_limit import TimeLimitExceeded, time_limit
 from .samples import GeneratedSamples
 
 MIN_DISTANCE = 0.5  # Å, CDVAE's structure_validity cutoff
 MIN_VOLUME = 0.1  # Å³, CDVAE's "unrealistically small lattice" cutoff
 SMACT_OXIDATION_STATES = "smact14"  # the set SMACT shipped as default when CDVAE defined the metric
+SMACT_TIMEOUT = 10.0  # seconds per formula: SMACT enumerates oxidation states (55 s for one 10-element sample)
 
 
 def structure_validity(structure: Structure, min_distance: float = MIN_DISTANCE,
@@ -35,23 +35,31 @@ def structure_validity(structure: Structure, min_distance: float = MIN_DISTANCE,
     return bool(distances[~np.eye(len(structure), dtype=bool)].min() >= min_distance)
 
 
-@lru_cache(maxsize=65536)
-def _smact_valid_formula(reduced_formula: str) -> bool:
-    return bool(smact_validity(Composition(reduced_formula), use_pauling_test=True, include_alloys=True,
-                               oxidation_states_set=SMACT_OXIDATION_STATES))
+_smact_cache: dict[tuple[str, float | None], bool | None] = {}
 
 
-def composition_validity(composition: Composition | str) -> bool:
+def composition_validity(composition: Composition | str, timeout: float | None = SMACT_TIMEOUT) -> bool | None:
     """CDVAE's compositional validity (``smact_validity``), computed with SMACT's own implementation.
 
     Valid when the composition has one element, or only metals (an alloy), or some assignment of one
     SMACT oxidation state per element makes the reduced integer stoichiometry charge-neutral and passes
     the Pauling electronegativity test (cations less electronegative than anions). Oxidation states are
     SMACT's ``smact14`` set, the default when CDVAE defined the metric (SMACT ≥ 3 defaults to ICSD24).
-    Cached by reduced formula, since generated sets repeat compositions.
+    SMACT's search grows exponentially with the number of elements, so it gets ``timeout`` seconds:
+    ``None`` means it did not finish (unknown, reported as such). Cached by reduced formula, since generated
+    sets repeat compositions.
     """
-    composition = Composition(composition) if isinstance(composition, str) else composition
-    return _smact_valid_formula(composition.reduced_formula)
+    formula = Composition(composition).reduced_formula
+    key = (formula, timeout)
+    if key not in _smact_cache:
+        try:
+            with time_limit(timeout):
+                _smact_cache[key] = bool(smact_validity(Composition(formula), use_pauling_test=True,
+                                                        include_alloys=True,
+                                                        oxidation_states_set=SMACT_OXIDATION_STATES))
+        except TimeLimitExceeded:
+            _smact_cache[key] = None
+    return _smact_cache[key]
 
 
 def fraction(numerator: int, denominator: int) -> float | None:
@@ -59,36 +67,43 @@ def fraction(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def validity_metrics(samples: GeneratedSamples, structure_metrics: bool = True) -> dict[str, float | int | None]:
+def validity_metrics(samples: GeneratedSamples, structure_metrics: bool = True,
+                     smact_timeout: float | None = SMACT_TIMEOUT) -> dict[str, float | int | None]:
     """Fractions with explicit denominators (a fraction of nothing is ``None``, never 0 or 1).
 
     - ``wyckoff_valid``: samples that parse into a ``WyckoffRepresentation`` (every site exists in its
       group, no 0-dof position reused) / all samples;
-    - ``realised``: Wyckoff-valid samples with a 3D structure / Wyckoff-valid samples;
+    - ``realised``: Wyckoff-valid samples with a 3D structure / Wyckoff-valid samples (``None`` when the
+      samples were never realised: not measured is not 0 %);
     - ``structural_valid``: realised structures passing ``structure_validity`` / realised structures;
-    - ``compositional_valid``: Wyckoff-valid samples passing ``composition_validity`` / Wyckoff-valid;
+    - ``compositional_valid``: Wyckoff-valid samples passing ``composition_validity`` / Wyckoff-valid
+      samples SMACT decided within ``smact_timeout`` (the others are counted in
+      ``num_compositional_timeouts``);
     - ``valid``: realised structures both structurally and compositionally valid / realised structures
-      (CDVAE's "valid").
+      whose composition SMACT decided (CDVAE's "valid").
 
     With ``structure_metrics=False`` only the first and the fourth are computed.
     """
     valid = samples.valid
-    compositional = [composition_validity(rep.composition) for rep in valid]
+    compositional = [composition_validity(rep.composition, smact_timeout) for rep in valid]
+    decided = [flag for flag in compositional if flag is not None]
     metrics: dict[str, float | int | None] = {
         "num_samples": len(samples),
         "num_wyckoff_valid": len(valid),
         "wyckoff_valid": fraction(len(valid), len(samples)),
-        "compositional_valid": fraction(sum(compositional), len(valid)),
+        "compositional_valid": fraction(sum(decided), len(decided)),
+        "num_compositional_timeouts": len(compositional) - len(decided),
     }
     if not structure_metrics:
         return metrics
     realised = samples.realised
     structural = [structure_validity(s) for s in realised]
-    both = sum(flag and composition_validity(s.composition) for s, flag in zip(realised, structural, strict=True))
+    both = [flag and composition_validity(s.composition, smact_timeout) for s, flag in zip(realised, structural,
+                                                                                          strict=True)]
     metrics.update({
         "num_realised": len(realised),
-        "realised": fraction(len(realised), len(valid)),
+        "realised": fraction(len(realised), len(valid)) if samples.has_structures else None,
         "structural_valid": fraction(sum(structural), len(realised)),
-        "valid": fraction(both, len(realised)),
+        "valid": fraction(sum(flag is True for flag in both), sum(flag is not None for flag in both)),
     })
     return metrics

@@ -1,20 +1,30 @@
-"""Generation as jobs: load a checkpoint, sample, realise in 3D, write files; temperature calibration; the
-``crystal-generation`` pipeline task."""
+"""Generation as jobs: load a checkpoint, sample, realise in 3D, write files; temperature calibration; crystal
+structure prediction from a composition; the ``crystal-generation`` pipeline task. Names are imported on first use (the pipeline needs transformers)."""
 
-from .calibration import CalibrationPoint, calibrate_checkpoint, calibrate_temperature, distribution_distance
-from .jobs import DEFAULT_MODEL, RealisationFailure, load_generator, realise_structures, write_samples
-from .pipeline import TASK, CrystalGenerationPipeline
+from ..utils.lazy import lazy_exports
 
-__all__ = [
-    "DEFAULT_MODEL",
-    "TASK",
-    "CalibrationPoint",
-    "CrystalGenerationPipeline",
-    "RealisationFailure",
-    "calibrate_checkpoint",
-    "calibrate_temperature",
-    "distribution_distance",
-    "load_generator",
-    "realise_structures",
-    "write_samples",
-]
+_EXPORTS = {
+    "CalibrationPoint": ".calibration",
+    "calibrate_checkpoint": ".calibration",
+    "calibrate_temperature": ".calibration",
+    "distribution_distance": ".calibration",
+    "StructurePrediction": ".csp",
+    "formula_unit": ".csp",
+    "predict_structures": ".csp",
+    "DEFAULT_MODEL": ".jobs",
+    "load_generator": ".jobs",
+    "sample_crystals": ".jobs",
+    "ManifestError": ".output",
+    "RealisationFailure": ".output",
+    "prepare_output_dir": ".output",
+    "read_structure": ".output",
+    "write_samples": ".output",
+    "write_structure": ".output",
+    "RealisationSettings": ".realisation",
+    "realise_folder": ".realisation",
+    "realise_structures": ".realisation",
+    "TASK": ".pipeline",
+    "CrystalGenerationPipeline": ".pipeline",
+}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

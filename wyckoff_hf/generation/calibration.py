@@ -56,14 +56,14 @@ def calibrate_temperature(model, tokenizer: WyckoffTokenizer, validation: Sequen
 def calibrate_checkpoint(model, tokenizer: WyckoffTokenizer, validation_split, temperatures: Sequence[float],
                          rows: int, samples_per_row: int = 4, seed: int = 0) -> dict[str, Any]:
     """Calibrate on the first ``rows`` rows of a prepared validation split and set
-    ``model.config.sampling_temperature``; returns the settings and the scan, JSON-safe (saving is the
+    ``model.generation_config.temperature``; returns the settings and the scan, JSON-safe (saving is the
     caller's)."""
     from ..data import representation_from_row
 
     subset = validation_split.select(range(min(rows, len(validation_split))))
     validation = [representation_from_row(row) for row in subset]
-    model.config.sampling_temperature, points = calibrate_temperature(model, tokenizer, validation, temperatures,
+    model.generation_config.temperature, points = calibrate_temperature(model, tokenizer, validation, temperatures,
                                                                       seed, samples_per_row)
-    return {"temperature": model.config.sampling_temperature, "rows": len(validation),
+    return {"temperature": model.generation_config.temperature, "rows": len(validation),
             "samples_per_row": samples_per_row, "seed": seed,
             "scan": [{**asdict(point), "distance": point.distance} for point in points]}

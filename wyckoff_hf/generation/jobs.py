@@ -1,95 +1,151 @@
-"""Generation as a job: load a checkpoint, sample Wyckoff representations, realise them in 3D, write files.
-
-The output folder layout (read back by ``wyckoff-hf evaluate``):
-
-- ``samples.jsonl``: one ``WyckoffRepresentation.to_dict()`` per line, in sampling order;
-- ``structures/{index:06d}.cif``: with ``realise=True``, the pyxtal structure of line ``index`` (a
-  missing file means that representation could not be realised);
-- ``realisation_failures.csv``: index, representation and reason of every representation pyxtal
-  could not realise.
-"""
+"""Generation as a job: find and load a checkpoint (with one-line errors for the usual mistakes), choose
+torch's threads, and sample in chunks behind a progress bar. Files are ``output.py``'s, 3D structures
+``realisation.py``'s."""
 
 from __future__ import annotations
 
-import csv
-import json
 import os
+import re
+import socket
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
-from pymatgen.core import Structure
-
-from ..tokenization import RealizationError, WyckoffRepresentation, WyckoffTokenizer
-from ..utils.parallel import parallel_map
+import numpy as np
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "pretrained" / "mp20-biternary"
-SAMPLES_FILE = "samples.jsonl"
-STRUCTURES_DIR = "structures"
-FAILURES_FILE = "realisation_failures.csv"
+SAMPLING_CHUNK = 2048  # samples per generate() call: one model batch, and one step of the progress bar
+HUB_PROBE_SECONDS = 3.0
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def resolve_model_source(model: str | os.PathLike | None) -> str:
+    """The local checkpoint folder or Hub id that ``--model`` names; ``ValueError`` / ``FileNotFoundError``
+    with what to pass instead for a missing folder, a training output folder or a training checkpoint."""
+    if model is None:
+        return str(DEFAULT_MODEL)
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return str(path)
+        if (path / "trainer_state.json").is_file():
+            raise ValueError(f"{path} is a training checkpoint (optimizer state for --resume-from-checkpoint), "
+                             f"not a model: pass the run's output folder, which holds its best model, "
+                             f"--model {path.parent}")
+        if any(path.glob("checkpoint-*/trainer_state.json")):
+            raise ValueError(f"{path} is a training output folder without a saved model yet: the best model is "
+                             "written there after the first epoch")
+        raise ValueError(f"{path} has no config.json: not a model folder saved with save_pretrained")
+    if path.exists():
+        raise ValueError(f"{path} is a file: --model takes a model folder or a Hub id")
+    text = str(model)
+    if not _HUB_ID.match(text) or text.startswith((".", "~")) or ".." in text or text.endswith("/"):
+        raise FileNotFoundError(f"no model folder at {text}")
+    return text
+
+
+def hub_unavailable_reason() -> str | None:
+    """Why the Hub cannot be asked right now (offline mode, or its endpoint unreachable), or ``None``.
+
+    Probing the endpoint with a short TCP connect turns minutes of transport retries into one line."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as err:
+        return f"{constants.ENDPOINT} cannot be reached ({err.strerror or err})"
+    return None
+
+
+def check_device(device: str | None) -> str:
+    """The torch device to sample on (default ``cpu``); ``ValueError`` naming the problem when it is absent."""
+    import torch
+
+    device = device or "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise ValueError(f"--device {device!r} is not a torch device ({str(err).splitlines()[0]})") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA GPU is visible to this torch {torch.__version__} "
+                         "(CPU build, or no GPU); use --device cpu")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {device}: Apple MPS is not available here; use --device cpu")
+    return device
+
+
+def set_threads(threads: int | None, device: str) -> int:
+    """Set torch's intra-op threads: ``threads``, or 1 on CPU by default.
+
+    Sampling runs small matrix products step by step; on a loaded machine torch's default (one thread
+    per core) made it 10-20× slower than one thread, and one thread is never far from the best."""
+    import torch
+
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be at least 1, got {threads}")
+    if threads is None:
+        threads = 1 if device == "cpu" else torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return threads
 
 
 def load_generator(model: str | os.PathLike | None = None, device: str | None = None):
-    """``(model, tokenizer)`` from a local folder or a Hub id; the shipped checkpoint by default."""
+    """``(model, tokenizer)`` from a local folder or a Hub id; the shipped checkpoint by default.
+
+    A Hub id is only looked up in the local cache when the Hub is offline or unreachable."""
     from ..modeling import WyckoffTransformerForCrystalGeneration
+    from ..tokenization import WyckoffTokenizer
 
-    source = str(model or DEFAULT_MODEL)
-    generator = WyckoffTransformerForCrystalGeneration.from_pretrained(source)
-    if device is not None:
-        generator.to(device)
-    return generator.eval(), WyckoffTokenizer.from_pretrained(source)
-
-
-@dataclass(frozen=True)
-class RealisationFailure:
-    index: int
-    representation: str
-    reason: str
-
-
-def _realise(job: tuple[WyckoffRepresentation, int | None, int, float | None]) -> Structure | str:
-    representation, seed, max_attempts, timeout = job
+    source = resolve_model_source(model)
+    device = check_device(device)
+    local = Path(source).is_dir()
+    reason = None if local else hub_unavailable_reason()
     try:
-        return representation.to_structure(seed=seed, max_attempts=max_attempts, timeout=timeout)
-    except RealizationError as err:
-        return str(err)
+        generator = WyckoffTransformerForCrystalGeneration.from_pretrained(source, local_files_only=reason is not None)
+        tokenizer = WyckoffTokenizer.from_pretrained(source, local_files_only=reason is not None)
+    except OSError as err:
+        if reason is not None:
+            raise OSError(f"model {source!r} is not a local folder and not in the Hub cache, and the Hub cannot "
+                          f"be asked: {reason}") from None
+        raise OSError(f"cannot load model {source!r}: {str(err).strip().splitlines()[0]}") from None
+    return generator.to(device).eval(), tokenizer
 
 
-def realise_structures(representations: Sequence[WyckoffRepresentation], workers: int | None = None,
-                       seeds: Sequence[int | None] | None = None, max_attempts: int = 10,
-                       timeout: float | None = 10.0) -> tuple[dict[int, Structure], list[RealisationFailure]]:
-    """3D structures for representations through pyxtal, in parallel over ``workers`` processes.
-
-    ``seeds[i]`` seeds representation ``i`` (default ``i``), so results do not depend on the worker count.
-    Each gets ``max_attempts`` tries and ``timeout`` seconds. Failures are returned (index,
-    representation, reason), never dropped.
-    """
-    seeds = list(range(len(representations))) if seeds is None else list(seeds)
-    jobs = [(rep, seed, max_attempts, timeout) for rep, seed in zip(representations, seeds, strict=True)]
-    structures, failures = {}, []
-    for index, result in enumerate(parallel_map(_realise, jobs, workers, desc="realising structures")):
-        if isinstance(result, Structure):
-            structures[index] = result
-        else:
-            failures.append(RealisationFailure(index, str(representations[index]), result))
-    return structures, failures
+def spread_space_groups(space_groups: Sequence[int] | None, num_samples: int) -> int | list[int] | None:
+    """``generate``'s ``space_group`` for a list of groups: one group for all, or the groups in turn."""
+    if not space_groups:
+        return None
+    if len(space_groups) == 1:
+        return int(space_groups[0])
+    return [int(space_groups[i % len(space_groups)]) for i in range(num_samples)]
 
 
-def write_samples(out_dir: str | os.PathLike, representations: Sequence[WyckoffRepresentation],
-                  structures: dict[int, Structure] | None = None,
-                  failures: Sequence[RealisationFailure] = ()) -> Path:
-    """Write the folder layout described in the module docstring; returns the folder."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / SAMPLES_FILE, "w") as f:
-        for rep in representations:
-            f.write(json.dumps(rep.to_dict()) + "\n")
-    if structures is not None:
-        (out / STRUCTURES_DIR).mkdir(exist_ok=True)
-        for index, structure in structures.items():
-            structure.to(filename=str(out / STRUCTURES_DIR / f"{index:06d}.cif"))
-        with open(out / FAILURES_FILE, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(["index", "representation", "reason"])
-            writer.writerows((x.index, x.representation, x.reason) for x in failures)
-    return out
+def sample_crystals(model, tokenizer, num_samples: int, space_group: int | Sequence[int] | None = None,
+                    seed: int | None = 0, chunk_size: int = SAMPLING_CHUNK, progress: bool = True,
+                    **generate_kwargs: Any) -> list:
+    """``model.generate`` in chunks of ``chunk_size`` behind a progress bar; a list of representations.
+
+    Chunk ``k`` is seeded from ``(seed, k)``, so the samples are reproducible for a given seed and chunk
+    size, and two seeds never share a chunk's random stream."""
+    from tqdm.auto import tqdm
+
+    if num_samples < 1:
+        raise ValueError(f"the number of samples must be at least 1, got {num_samples}")
+    starts = range(0, num_samples, chunk_size)
+    seeds = ([None] * len(starts) if seed is None else
+             [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(starts))])
+    samples: list = []
+    with tqdm(total=num_samples, desc="sampling", disable=not progress, leave=False, dynamic_ncols=True) as bar:
+        for start, chunk_seed in zip(starts, seeds, strict=True):
+            count = min(chunk_size, num_samples - start)
+            groups = space_group if space_group is None or isinstance(space_group, int) else \
+                list(space_group[start:start + count])
+            samples += model.generate(num_samples=count, space_group=groups, seed=chunk_seed, tokenizer=tokenizer,
+                                      **generate_kwargs)
+            bar.update(count)
+    return samples

@@ -1,6 +1,6 @@
 """``pipeline("crystal-generation", model=...)``: the generator as a transformers pipeline task.
 
-    generator = pipeline("crystal-generation", model="path/or/hub-id")
+    generator = pipeline("crystal-generation", model="path/or/hub-id")  # default: the shipped checkpoint
     generator(8, space_group=225, temperature=1.0, seed=0)  # → 8 dicts
 
 Each output is ``{"representation": WyckoffRepresentation, "text": "Fm-3m (225): Na 4a, Cl 4b",
@@ -15,8 +15,10 @@ from typing import Any
 from transformers import Pipeline
 
 from ..tokenization import WyckoffTokenizer
+from .jobs import DEFAULT_MODEL
 
 TASK = "crystal-generation"
+TASK_DEFAULTS = {"model": (str(DEFAULT_MODEL), None)}  # pipeline(TASK) without a model: the shipped checkpoint
 GENERATE_KEYWORDS = ("space_group", "temperature", "seed", "allowed_elements", "required_elements", "max_sites",
                      "batch_size")
 
@@ -34,9 +36,15 @@ class CrystalGenerationPipeline(Pipeline):
         self.wyckoff_tokenizer = tokenizer or WyckoffTokenizer.from_pretrained(model.name_or_path)
 
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
-        return {}, {k: kwargs[k] for k in GENERATE_KEYWORDS if k in kwargs}, {}
+        forward = {k: kwargs[k] for k in GENERATE_KEYWORDS if k in kwargs}
+        if kwargs.get("generate_batch_size") is not None:
+            forward["batch_size"] = kwargs["generate_batch_size"]
+        return {}, forward, {}
 
     def __call__(self, inputs: int | dict | None = None, **kwargs: Any) -> list[dict[str, Any]]:
+        # ``batch_size`` is generate()'s (samples per batch), not the Pipeline's batching of inputs, which would
+        # otherwise consume it
+        kwargs["generate_batch_size"] = kwargs.pop("batch_size", None)
         return super().__call__(1 if inputs is None else inputs, **kwargs)
 
     def preprocess(self, inputs: int | dict) -> dict[str, Any]:

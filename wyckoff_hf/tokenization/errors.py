@@ -23,3 +23,7 @@ class InvalidRepresentationError(WyckoffError):
 
 class RealizationError(WyckoffError):
     """pyxtal could not place atoms for a representation within the allowed attempts."""
+
+
+class RealizationTimeoutError(RealizationError):
+    """pyxtal did not finish within the wall-time safety net (load-dependent, unlike the attempts bound)."""

@@ -8,41 +8,47 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-import spglib
-from pymatgen.core import Composition, Element, Structure
 
 from .errors import (
     DisorderedStructureError,
     InvalidRepresentationError,
     RealizationError,
+    RealizationTimeoutError,
     StructureParseError,
     SymmetryAnalysisError,
 )
-from .wyckoff_tables import SpaceGroupTable, WyckoffPosition, space_group_table
+from .structure_libraries import structure_library
+from .time_limit import TimeLimitExceeded, time_limit
+from .wyckoff_tables import SpaceGroupTable, WyckoffPosition, element_electronegativity, space_group_table
 
-StructureLike = Structure | str | os.PathLike
+if TYPE_CHECKING:  # in a try block, which transformers' remote-code loader does not require to be importable
+    try:
+        from pymatgen.core import Composition, Structure
+    except ImportError:
+        raise
+
+StructureLike: TypeAlias = "Structure | str | os.PathLike"
 
 
 @cache
 def electronegativity_key(element: str) -> tuple[float, int]:
-    """Sort key of the seed paper: Pauling electronegativity, ties (and noble gases, which have none) by Z."""
-    el = Element(element)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        x = el.X
-    return (x if not math.isnan(x) else math.inf, el.Z)
+    """Sort key of the seed paper: Pauling electronegativity, ties (and noble gases, which have none) by Z.
+
+    The values are frozen in the packaged tables, so the canonical order cannot change with pymatgen.
+    """
+    try:
+        z, x = element_electronegativity(element)
+    except KeyError as err:
+        raise InvalidRepresentationError(str(err.args[0])) from None
+    return (x if not math.isnan(x) else math.inf, z)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +122,8 @@ class WyckoffRepresentation:
                 _check_element(element)
         except KeyError as err:
             raise InvalidRepresentationError(str(err.args[0])) from None
-        if canonical:
-            pairs = _canonical_labelling(table, pairs)
+        if canonical and pairs:  # no sites: __post_init__ says what is wrong
+            pairs = canonical_labelling(table, pairs)
         return cls(int(space_group),
                    tuple(WyckoffSite.from_position(element, table.by_letter(letter)) for element, letter in pairs))
 
@@ -127,29 +133,12 @@ class WyckoffRepresentation:
         """Analyse a structure (pymatgen ``Structure``, CIF text or CIF path) with spglib.
 
         One site per symmetry-distinct orbit, letters in the standard setting, then the canonical
-        labelling among the Euclidean-normalizer alternatives, so rotated, translated, supercelled or
-        permuted copies of one crystal give the same representation.
+        labelling among the affine-normalizer alternatives, so rotated, translated, supercelled or
+        permuted copies of one crystal, and other choices of its conventional cell, give the same
+        representation. ``symprec`` (Å) must be positive and ``angle_tolerance`` (degrees) non-negative,
+        or -1 for spglib's own default; both finite (spglib crashes on some invalid values).
         """
-        structure = load_structure(structure)
-        if len(structure) == 0:
-            raise StructureParseError("the structure has no atoms")
-        if not structure.is_ordered:
-            raise DisorderedStructureError(
-                f"{structure.composition.reduced_formula}: partial occupancies; one element per site is required"
-            )
-        cell = (structure.lattice.matrix, structure.frac_coords, np.array(structure.atomic_numbers))
-        dataset = spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=angle_tolerance)
-        if dataset is None:
-            raise SymmetryAnalysisError(
-                f"{structure.composition.reduced_formula}: spglib found no space group "
-                f"(symprec={symprec}, angle_tolerance={angle_tolerance})"
-            )
-        # crystallographic_orbits (unlike equivalent_atoms) also merges copies related by the pure
-        # translations of a supercell, so one orbit of the primitive crystal stays one site.
-        orbits = sorted({int(i) for i in dataset.crystallographic_orbits})
-        species = [structure[i].specie.symbol for i in orbits]
-        letters = [dataset.wyckoffs[i] for i in orbits]
-        return cls.from_sites(int(dataset.number), list(zip(species, letters, strict=True)))
+        return cls.from_sites(*spglib_sites(structure, symprec, angle_tolerance))
 
     # ----------------------------------------------------------------------------------------- views
 
@@ -168,7 +157,7 @@ class WyckoffRepresentation:
         counts: Counter[str] = Counter()
         for site in self.sites:
             counts[site.element] += site.multiplicity
-        return Composition(dict(counts))
+        return structure_library("pymatgen.core").Composition(dict(counts))
 
     @property
     def elements(self) -> tuple[str, ...]:
@@ -178,6 +167,17 @@ class WyckoffRepresentation:
     def template(self) -> tuple[int, tuple[str, ...]]:
         """The representation with elements abstracted away (space group and letters, in order)."""
         return (self.space_group, tuple(sorted(site.letter for site in self.sites)))
+
+    def canonical_template(self) -> tuple[int, tuple[str, ...]]:
+        """The template, minimised over the group's relabellings (letters in ITA order).
+
+        Not the template of the canonical form: that labelling is chosen for the elements, so R-3m
+        {Li 3a, O 9e} and {O 3a, Li 9e} would give different templates of one element-free structure type.
+        """
+        table = space_group_table(self.space_group)
+        letters = np.array([table.letter_index(site.letter) for site in self.sites])
+        best = _smallest_row(np.sort(table.relabelling_indices[:, letters], axis=1))
+        return (self.space_group, tuple(table.positions[i].letter for i in best))
 
     def __str__(self) -> str:
         return f"{self.symbol} ({self.space_group}): " + ", ".join(str(site) for site in self.sites)
@@ -208,20 +208,21 @@ class WyckoffRepresentation:
         attempts are not bounded in time: 13 orbits on one 1-dof position of R3m took 89 s to fail);
         then a ``RealizationError`` names the representation.
         """
-        from pyxtal import pyxtal
-
+        pyxtal = structure_library("pyxtal").pyxtal
         species = list(self.elements)
         num_ions = [sum(s.multiplicity for s in self.sites if s.element == e) for e in species]
         sites = [[f"{s.multiplicity}{s.letter}" for s in self.sites if s.element == e] for e in species]
         crystal = pyxtal()
         try:
-            with warnings.catch_warnings(), _time_limit(timeout):
+            with warnings.catch_warnings(), time_limit(timeout):
                 warnings.simplefilter("ignore")
                 crystal.from_random(3, self.space_group, species, num_ions, factor=factor, sites=sites,
                                     max_count=max_attempts, random_state=seed)
                 structure = crystal.to_pymatgen()
-        except _RealisationTimeout:
-            raise RealizationError(f"pyxtal could not realise {self} within {timeout} s") from None
+        except TimeLimitExceeded:
+            if timeout is None:  # an enclosing limit (a caller's time_limit) expired: it is the caller's to handle
+                raise
+            raise RealizationTimeoutError(f"pyxtal could not realise {self} within {timeout} s") from None
         except Exception as err:  # pyxtal raises RuntimeError and assorted others for impossible placements
             raise RealizationError(f"pyxtal could not realise {self} in {max_attempts} attempts: {err}") from err
         if not crystal.valid:
@@ -229,52 +230,74 @@ class WyckoffRepresentation:
         return structure
 
 
-class _RealisationTimeout(BaseException):
-    """Raised by the alarm; a ``BaseException`` so that pyxtal's broad ``except Exception`` cannot swallow it."""
+def spglib_sites(structure: StructureLike, symprec: float = 0.1,
+                 angle_tolerance: float = 5.0) -> tuple[int, list[tuple[str, str]]]:
+    """spglib's space group and one (element, letter) per symmetry-distinct orbit, in spglib's labelling
+    (one of the equally correct ones: ``canonical_labelling`` picks the canonical one)."""
+    _check_tolerances(symprec, angle_tolerance)
+    spglib = structure_library("spglib")
+    structure = load_structure(structure)
+    if len(structure) == 0:
+        raise StructureParseError("the structure has no atoms")
+    if not structure.is_ordered:
+        raise DisorderedStructureError(
+            f"{structure.composition.reduced_formula}: partial occupancies; one element per site is required"
+        )
+    cell = (structure.lattice.matrix, structure.frac_coords, np.array(structure.atomic_numbers))
+    dataset = spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=angle_tolerance)
+    if dataset is None:
+        raise SymmetryAnalysisError(
+            f"{structure.composition.reduced_formula}: spglib found no space group "
+            f"(symprec={symprec}, angle_tolerance={angle_tolerance})"
+        )
+    # crystallographic_orbits (unlike equivalent_atoms) also merges copies related by the pure
+    # translations of a supercell, so one orbit of the primitive crystal stays one site.
+    orbits = sorted({int(i) for i in dataset.crystallographic_orbits})
+    species = [structure[i].specie.symbol for i in orbits]
+    letters = [dataset.wyckoffs[i] for i in orbits]
+    return int(dataset.number), list(zip(species, letters, strict=True))
 
 
-def _raise_timeout(signum: int, frame: object) -> None:
-    raise _RealisationTimeout
-
-
-@contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Interrupt the block after ``seconds`` (SIGALRM: only in a process's main thread, else no limit)."""
-    if seconds is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, _raise_timeout)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+def _check_tolerances(symprec: float, angle_tolerance: float) -> None:
+    """A plain ``ValueError`` (not a ``WyckoffError``): a bad setting must stop a batch, not skip each row."""
+    if not (math.isfinite(symprec) and symprec > 0):
+        raise ValueError(f"symprec must be a positive finite distance in Å, got {symprec!r}")
+    if not (math.isfinite(angle_tolerance) and (angle_tolerance >= 0 or angle_tolerance == -1)):
+        raise ValueError(f"angle_tolerance must be a non-negative finite angle in degrees (or -1 for spglib's "
+                         f"default), got {angle_tolerance!r}")
 
 
 def _check_element(element: str) -> None:
     try:
-        Element(element)
-    except ValueError:
-        raise InvalidRepresentationError(f"{element!r} is not a chemical element") from None
+        element_electronegativity(element)  # the frozen element table, so decoding ids needs no pymatgen
+    except KeyError as err:
+        raise InvalidRepresentationError(str(err.args[0])) from None
 
 
-def _canonical_labelling(table: SpaceGroupTable, sites: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Among the normalizer relabellings, the one whose canonically ordered sites sort first."""
-    best: tuple | None = None
-    best_sites: list[tuple[str, str]] = []
-    for relabel in table.relabellings:
-        keyed = sorted(
-            ((*electronegativity_key(e), table.letter_index(relabel[x])), (e, relabel[x])) for e, x in sites
-        )
-        key = tuple(k for k, _ in keyed)
-        if best is None or key < best:
-            best, best_sites = key, [site for _, site in keyed]
-    return best_sites
+def _smallest_row(rows: np.ndarray) -> np.ndarray:
+    """The lexicographically smallest row of a 2D integer array."""
+    return rows[np.lexsort(rows.T[::-1])[0]]
+
+
+def canonical_labelling(table: SpaceGroupTable, sites: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Among the normalizer relabellings, the one whose canonically ordered sites sort first.
+
+    Sites sort by (electronegativity key, letter index). The key is fixed per element, so under each
+    relabelling the ordered sites are the elements in key order, each with its letter indices sorted: one
+    integer row per relabelling (element rank * letters + letter index), and the smallest row wins.
+    """
+    elements = sorted({element for element, _ in sites}, key=electronegativity_key)
+    rank = {element: r for r, element in enumerate(elements)}
+    width = len(table.positions)
+    letters = np.array([table.letter_index(letter) for _, letter in sites])
+    ranks = np.array([rank[element] for element, _ in sites])
+    rows = np.sort(ranks * width + table.relabelling_indices[:, letters], axis=1)
+    return [(elements[value // width], table.positions[value % width].letter) for value in _smallest_row(rows)]
 
 
 def load_structure(source: StructureLike) -> Structure:
     """A pymatgen ``Structure`` from itself, CIF text or a CIF file path; ``StructureParseError`` otherwise."""
+    Structure = structure_library("pymatgen.core").Structure
     if isinstance(source, Structure):
         return source
     if isinstance(source, os.PathLike) or (isinstance(source, str) and "\n" not in source):

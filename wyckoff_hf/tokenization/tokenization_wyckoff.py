@@ -15,26 +15,41 @@ Why not ``PreTrainedTokenizerBase``: that base class (and transformers 5's ``Tok
 ``PythonBackend``) models *text*: strings, vocab.json merges, chat templates, offsets. None of it
 applies to tuples of crystallographic fields, and half its API would silently do the wrong thing.
 Like the feature extractors and image processors of non-text modalities, this class implements the
-loading contract that ``AutoTokenizer`` relies on (``tokenizer_config.json`` with ``tokenizer_class``,
-``from_pretrained`` resolving a local folder or a Hub id through ``cached_file``, ``save_pretrained``)
-and inherits ``push_to_hub`` from ``PushToHubMixin``.
+loading contract that ``AutoTokenizer`` relies on (``tokenizer_config.json`` with ``tokenizer_class`` and
+``auto_map``, ``from_pretrained`` resolving a local folder or a Hub id through ``cached_file``,
+``save_pretrained``, ``register_for_auto_class``) and inherits ``push_to_hub`` from ``PushToHubMixin``.
+
+Remote code: ``save_pretrained`` copies this file, the sibling modules it imports (transformers follows the
+relative imports) and the data files they read into the checkpoint, so that
+``AutoTokenizer.from_pretrained(folder, trust_remote_code=True)`` works where ``wyckoff_hf`` is not installed.
+Hence this file imports only transformers, numpy and its siblings: transformers refuses to load a remote file
+whose imports are not installed, and pymatgen / spglib / pyxtal are imported by ``representation`` only
+where structures are read or realised, so ids decode to representations without them.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
-from pymatgen.core import Element, Structure
 from transformers import BatchEncoding
+from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import PushToHubMixin, cached_file
 
+from .data_files import DATA_FILES, data_file, missing_data_files, use_checkpoint_files
 from .errors import InvalidRepresentationError, WyckoffError
-from .representation import StructureLike, WyckoffRepresentation, WyckoffSite
-from .wyckoff_tables import all_site_symmetries, all_space_group_tables, max_enumeration, space_group_table
+from .representation import StructureLike, WyckoffRepresentation, WyckoffSite, electronegativity_key
+from .wyckoff_tables import (
+    all_site_symmetries,
+    all_space_group_tables,
+    element_symbols,
+    max_enumeration,
+    space_group_table,
+)
 
 FIELDS = ("space_group", "element", "site_symmetry", "enumeration")
 DERIVED_FEATURES = ("multiplicity", "dof")
@@ -42,13 +57,13 @@ SPECIAL_TOKENS = ("[PAD]", "[STOP]", "[MASK]")
 PAD_ID, STOP_ID, MASK_ID = 0, 1, 2
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 VOCAB_FILE = "wyckoff_vocab.json"
-MAX_Z = 118
+HUB_KWARGS = ("cache_dir", "force_download", "local_files_only", "token", "revision", "subfolder")
 
 
 def _default_vocabularies() -> dict[str, list[str]]:
     return {
         "space_group": [*SPECIAL_TOKENS, *(str(n) for n in range(1, 231))],
-        "element": [*SPECIAL_TOKENS, *(Element.from_Z(z).symbol for z in range(1, MAX_Z + 1))],
+        "element": [*SPECIAL_TOKENS, *element_symbols()],
         "site_symmetry": [*SPECIAL_TOKENS, *all_site_symmetries()],
         "enumeration": [*SPECIAL_TOKENS, *(str(i) for i in range(max_enumeration() + 1))],
     }
@@ -57,8 +72,9 @@ def _default_vocabularies() -> dict[str, list[str]]:
 class WyckoffTokenizer(PushToHubMixin):
     """Maps crystals (structures or Wyckoff representations) to per-field token ids and back."""
 
-    model_input_names = [f"{field}_ids" for field in FIELDS] + list(DERIVED_FEATURES) + ["attention_mask"]
+    model_input_names: ClassVar[list[str]] = [f"{f}_ids" for f in FIELDS] + [*DERIVED_FEATURES, "attention_mask"]
     pad_token_id, stop_token_id, mask_token_id = PAD_ID, STOP_ID, MASK_ID
+    _auto_class: ClassVar[str | None] = None
 
     def __init__(self, vocabularies: Mapping[str, Sequence[str]] | None = None, symprec: float = 0.1,
                  angle_tolerance: float = 5.0, max_sites: int | None = None) -> None:
@@ -72,12 +88,17 @@ class WyckoffTokenizer(PushToHubMixin):
         self.symprec = symprec
         self.angle_tolerance = angle_tolerance
         self.max_sites = max_sites
+        self.name_or_path = ""
 
     # ----------------------------------------------------------------------------------------- vocab
 
     @property
     def vocab_sizes(self) -> dict[str, int]:
         return {field: len(vocab) for field, vocab in self.vocabularies.items()}
+
+    def __len__(self) -> int:
+        """All tokens of all field vocabularies (each field counts its own specials)."""
+        return sum(self.vocab_sizes.values())
 
     def token_id(self, field: str, token: str | int) -> int:
         try:
@@ -100,6 +121,9 @@ class WyckoffTokenizer(PushToHubMixin):
             **{f"{field}_vocab_size": size for field, size in self.vocab_sizes.items()},
             "wyckoff_positions": self.wyckoff_position_ids(),
             "element_vocabulary": list(self.vocabularies["element"]),
+            "element_canonical_order": sorted(  # the site order of canonical representations (electronegativity, Z)
+                range(len(SPECIAL_TOKENS), len(self.vocabularies["element"])),
+                key=lambda i: electronegativity_key(self.vocabularies["element"][i])),
             "pad_token_id": PAD_ID, "stop_token_id": STOP_ID, "mask_token_id": MASK_ID,
         }
 
@@ -128,8 +152,12 @@ class WyckoffTokenizer(PushToHubMixin):
         return ids
 
     def pad(self, encodings: Sequence[Mapping[str, Sequence[int]]], max_length: int | None = None,
-            return_tensors: str | None = "pt") -> BatchEncoding:
-        """Right-pad unpadded encodings to ``max_length`` (default: the longest) with PAD / 0."""
+            return_tensors: str | None = None) -> BatchEncoding:
+        """Right-pad unpadded encodings to ``max_length`` (default: the longest) with PAD / 0.
+
+        ``return_tensors``: None (lists, as HF tokenizers), "pt" or "np"; a ``DataLoader`` collates with
+        ``functools.partial(tokenizer.pad, return_tensors="pt")``.
+        """
         longest = max((len(e["attention_mask"]) for e in encodings), default=0)
         length = longest if max_length is None else max_length
         if longest > length:
@@ -143,15 +171,15 @@ class WyckoffTokenizer(PushToHubMixin):
         return BatchEncoding(batch, tensor_type=return_tensors)
 
     def __call__(self, items: StructureLike | WyckoffRepresentation | Sequence[Any], padding: bool | str = True,
-                 max_length: int | None = None, return_tensors: str | None = "pt") -> BatchEncoding:
-        """Encode one crystal or a list of them (structures, CIFs, paths or representations).
+                 max_length: int | None = None, return_tensors: str | None = None) -> BatchEncoding:
+        """Encode one crystal or a list / tuple of them (structures, CIFs, paths or representations).
 
-        A crystal that cannot be converted raises a ``WyckoffError`` naming its index in the batch;
-        use ``wyckoff_hf.tokenization.representations_from_structures`` to report and skip instead.
+        ``return_tensors``: None (lists, as HF tokenizers), "pt" or "np". A crystal that cannot be
+        converted raises a ``WyckoffError`` naming its index in the batch; use
+        ``wyckoff_hf.tokenization.representations_from_structures`` to report and skip instead.
         """
-        # a pymatgen Structure is itself a Sequence (of sites): test for the single-crystal types first
-        single = isinstance(items, Structure | WyckoffRepresentation | str | os.PathLike) or not isinstance(
-            items, Sequence)
+        # only a list or tuple is a batch: a pymatgen Structure is itself a Sequence (of sites)
+        single = not isinstance(items, list | tuple)
         batch = [items] if single else list(items)
         encodings = []
         for index, item in enumerate(batch):
@@ -212,37 +240,59 @@ class WyckoffTokenizer(PushToHubMixin):
 
     # ----------------------------------------------------------------------------------------- persistence
 
+    @classmethod
+    def register_for_auto_class(cls, auto_class: str = "AutoTokenizer") -> None:
+        """Have ``save_pretrained`` copy this code into checkpoints and map ``auto_class`` to it (``auto_map``)."""
+        cls._auto_class = auto_class
+
     def save_pretrained(self, save_directory: str | os.PathLike, push_to_hub: bool = False,
-                        **kwargs: Any) -> tuple[str, str]:
-        """Write ``tokenizer_config.json`` and ``wyckoff_vocab.json`` (human-readable JSON)."""
+                        **kwargs: Any) -> tuple[str, ...]:
+        """Write ``tokenizer_config.json`` and ``wyckoff_vocab.json`` (human-readable JSON).
+
+        Registered for an auto class (``wyckoff_hf`` does that on import), also the code of this tokenizer
+        and its data files, with ``auto_map`` in ``tokenizer_config.json``: the folder then loads with
+        ``AutoTokenizer.from_pretrained(folder, trust_remote_code=True)`` without ``wyckoff_hf``.
+        """
         os.makedirs(save_directory, exist_ok=True)
-        config_path = os.path.join(save_directory, TOKENIZER_CONFIG_FILE)
-        vocab_path = os.path.join(save_directory, VOCAB_FILE)
         config = {"tokenizer_class": type(self).__name__, "symprec": self.symprec,
                   "angle_tolerance": self.angle_tolerance, "max_sites": self.max_sites}
+        files = []
+        if self._auto_class is not None:
+            # custom_object_save names a module once per importer: keep each file once
+            files += dict.fromkeys(str(path) for path in custom_object_save(self, save_directory, config=config))
+            for name in DATA_FILES:
+                files.append(shutil.copyfile(data_file(name), os.path.join(save_directory, name)))
+        config_path = os.path.join(save_directory, TOKENIZER_CONFIG_FILE)
+        vocab_path = os.path.join(save_directory, VOCAB_FILE)
         with open(config_path, "w") as f:
             json.dump(config, f, indent=2)
         with open(vocab_path, "w") as f:
             json.dump(self.vocabularies, f, indent=1)
         if push_to_hub:
             self.push_to_hub(kwargs.pop("repo_id", os.path.basename(os.path.abspath(save_directory))), **kwargs)
-        return config_path, vocab_path
+        return config_path, vocab_path, *files
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *inputs: Any,
                         **kwargs: Any) -> WyckoffTokenizer:
-        """Load from a local folder or a Hub repo id (resolved by ``transformers.utils.cached_file``)."""
-        hub_kwargs = {k: kwargs[k] for k in ("cache_dir", "force_download", "local_files_only", "token",
-                                              "revision", "subfolder") if k in kwargs}
+        """Load from a local folder or a Hub repo id (resolved by ``transformers.utils.cached_file``).
+
+        A copy of this code without data files of its own (remote code) reads the checkpoint's.
+        """
+        hub_kwargs = {k: kwargs[k] for k in HUB_KWARGS if k in kwargs}
         config_file = cached_file(pretrained_model_name_or_path, TOKENIZER_CONFIG_FILE, **hub_kwargs)
         vocab_file = cached_file(pretrained_model_name_or_path, VOCAB_FILE, **hub_kwargs)
+        use_checkpoint_files({name: cached_file(pretrained_model_name_or_path, name, **hub_kwargs)
+                              for name in missing_data_files()})
         with open(config_file) as f:
             config = json.load(f)
         with open(vocab_file) as f:
             vocabularies = json.load(f)
         options = {k: config[k] for k in ("symprec", "angle_tolerance", "max_sites") if k in config}
         options.update({k: kwargs[k] for k in ("symprec", "angle_tolerance", "max_sites") if k in kwargs})
-        return cls(vocabularies, **options)
+        tokenizer = cls(vocabularies, **options)
+        tokenizer.name_or_path = str(pretrained_model_name_or_path)
+        return tokenizer
 
 
 def _to_numpy(value: Any) -> Any:

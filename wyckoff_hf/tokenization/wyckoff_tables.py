@@ -1,27 +1,39 @@
 """Wyckoff positions of the 230 space groups (standard settings), as O(1) lookup tables.
 
-The tables are derived from pyxtal, never typed by hand. Building them walks every Wyckoff position of
-every group and takes a few seconds, so `python -m wyckoff_hf.tokenization.wyckoff_tables` writes them
-once to the packaged ``wyckoff_tables.json``; importing this module only reads that file.
+The tables are derived from pyxtal, never typed by hand. Building them searches the affine normalizer of
+every group and takes about a minute, so `python -m wyckoff_hf.tokenization.wyckoff_tables` writes them
+once to the packaged ``wyckoff_tables.json``; importing this module only reads that file (and needs
+neither pyxtal nor pymatgen).
 
 Per position we keep the letter, the multiplicity (conventional cell), the oriented site-symmetry
 symbol, the number of free parameters (dof) and the *enumeration*: the index of the position among the
 positions of the same group that share its site symmetry, ordered by letter. (site symmetry,
 enumeration) identifies the letter uniquely within a group, which is what the tokenizer relies on.
 
-Per group we also keep the relabellings of the letters induced by the Euclidean normalizer (origin
-shifts, axis permutations; pyxtal's ``Group.get_alternatives``), closed under composition, so that a
-crystal can be given one canonical labelling among its equally correct ones.
+Per group we also keep the relabellings of the letters induced by the *affine* normalizer (origin shifts,
+axis permutations and changes of conventional cell), closed under composition, so that a crystal can be
+given one canonical labelling among its equally correct ones. The Euclidean normalizer (pyxtal's
+``Group.get_alternatives``) is not enough without lattice parameters: spglib picks a monoclinic or
+triclinic cell from the metric, and another cell of the same crystal relabels its positions.
+
+The file also freezes the Pauling electronegativities (pymatgen's, at build time) that order the sites, so
+the canonical order cannot drift with the installed pymatgen.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
-TABLES_PATH = Path(__file__).with_name("wyckoff_tables.json")
+import numpy as np
+
+from .data_files import TABLES_FILE, data_file
+from .structure_libraries import structure_library
+
+TABLES_PATH = Path(__file__).with_name(TABLES_FILE)
 NUM_SPACE_GROUPS = 230
 
 
@@ -47,10 +59,16 @@ class SpaceGroupTable:
     relabellings: tuple[dict[str, str], ...]
     _by_letter: dict[str, WyckoffPosition] = field(init=False, repr=False, compare=False)
     _by_symmetry: dict[tuple[str, int], WyckoffPosition] = field(init=False, repr=False, compare=False)
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    relabelling_indices: np.ndarray = field(init=False, repr=False, compare=False)
+    """Row r, column i: the letter index that relabelling r gives to letter index i (for vectorised minima)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_letter", {p.letter: p for p in self.positions})
         object.__setattr__(self, "_by_symmetry", {(p.site_symmetry, p.enumeration): p for p in self.positions})
+        object.__setattr__(self, "_index", {p.letter: i for i, p in enumerate(self.positions)})
+        object.__setattr__(self, "relabelling_indices", np.array(
+            [[self._index[relabel[p.letter]] for p in self.positions] for relabel in self.relabellings]))
 
     def by_letter(self, letter: str) -> WyckoffPosition:
         try:
@@ -69,7 +87,8 @@ class SpaceGroupTable:
 
     def letter_index(self, letter: str) -> int:
         """Position of a letter in the order a, b, ..., z, A (the ITA order, special to general)."""
-        return self.positions.index(self.by_letter(letter))
+        self.by_letter(letter)  # the clear KeyError for an unknown letter
+        return self._index[letter]
 
 
 def _letter_sort_key(letter: str) -> tuple[int, str]:
@@ -95,10 +114,166 @@ def _closure(permutations: list[dict[str, str]]) -> list[dict[str, str]]:
     return [seen[identity]] + [p for key, p in sorted(seen.items()) if key != identity]
 
 
-def build_tables() -> dict:
-    """Derive the tables from pyxtal (slow: a few seconds). Returns a JSON-safe dict."""
-    from pyxtal.symmetry import Group
+# ------------------------------------------------------------------------------------------------ build
+# The letter permutations come from the affine normalizer N(G) of each group G: every affine map (M, p) with
+# (M, p) G (M, p)^-1 = G sends Wyckoff positions to Wyckoff positions, and a description without lattice
+# parameters cannot tell the two labellings apart. N(G) includes the changes of conventional cell (for
+# triclinic and monoclinic groups it is infinite) and axis permutations that only fit special metrics, which
+# the Euclidean normalizer (pyxtal's alternatives) lacks. Linear parts are searched among integer matrices
+# with entries -2..2 (enough to generate every needed cell change, the centred monoclinic ones included),
+# translations on a 1/24 grid (halves, thirds, quarters, sixths, eighths of the conventional cell).
 
+_GRID = 24
+_TOLERANCE = 1e-6
+_GENERIC_PARAMETERS = np.array([0.1370911, 0.2718281, 0.3141592])  # free parameters of a generic point
+
+
+def _integral(x: np.ndarray) -> np.ndarray:
+    """Whether each vector along the last axis is integral (a lattice translation, or zero mod 1)."""
+    return np.all(np.abs(x - np.round(x)) < _TOLERANCE, axis=-1)
+
+
+@cache
+def _unimodular_matrices() -> tuple[np.ndarray, np.ndarray]:
+    """Integer 3x3 matrices with entries in -2..2 and determinant ±1, and their (integer) inverses."""
+    values = np.arange(-2, 3)
+    matrices = np.stack(np.meshgrid(*[values] * 9, indexing="ij"), axis=-1).reshape(-1, 3, 3)
+    matrices = matrices[np.abs(np.round(np.linalg.det(matrices))) == 1]
+    return matrices, np.round(np.linalg.inv(matrices)).astype(int)
+
+
+def _matrix_codes(matrices: np.ndarray) -> np.ndarray:
+    """One integer per matrix with entries in {-1, 0, 1} (point operations); -1 for any other matrix."""
+    flat = matrices.reshape(len(matrices), 9)
+    codes = ((flat + 1) * 3 ** np.arange(9)).sum(axis=1)
+    return np.where(np.all(np.abs(flat) <= 1, axis=1), codes, -1)
+
+
+def _operation_key(rotation: np.ndarray, translation: np.ndarray) -> tuple:
+    return tuple(rotation.ravel()), tuple(np.round(translation * _GRID).astype(int) % _GRID)
+
+
+def _generators(rotations: np.ndarray, translations: np.ndarray) -> list[int]:
+    """Indices of operations generating all of them modulo lattice translations (checking conjugates of
+    generators is enough to know that a map normalises the group)."""
+    chosen: list[int] = []
+    generated = {_operation_key(np.eye(3, dtype=int), np.zeros(3))}
+    for i in range(len(rotations)):
+        if _operation_key(rotations[i], translations[i]) in generated:
+            continue
+        chosen.append(i)
+        frontier = [(np.eye(3, dtype=int), np.zeros(3))]
+        generated = {_operation_key(*frontier[0])}
+        while frontier:
+            new = []
+            for rotation, translation in frontier:
+                for j in chosen:
+                    product = (rotations[j] @ rotation, (rotations[j] @ translation + translations[j]) % 1.0)
+                    key = _operation_key(*product)
+                    if key not in generated:
+                        generated.add(key)
+                        new.append(product)
+            frontier = new
+    assert len(generated) == len(rotations), "the operations do not form a group modulo the lattice"
+    return chosen
+
+
+def _normalizing_translations(linear: np.ndarray, rotations: np.ndarray, translations: np.ndarray,
+                              generators: list[int]) -> np.ndarray:
+    """All grid translations p for which (linear, p) conjugates every generator into the group."""
+    grid = np.stack(np.meshgrid(*[np.arange(_GRID) / _GRID] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    inverse = np.round(np.linalg.inv(linear)).astype(int)
+    ok = np.ones(len(grid), dtype=bool)
+    for g in generators:
+        conjugate = linear @ rotations[g] @ inverse
+        targets = translations[np.all(rotations == conjugate, axis=(1, 2))]
+        # (M, p)(R, t)(M, p)^-1 = (R', M t + p - R' p) must equal some (R', t') of the group mod the lattice
+        shifted = linear @ translations[g] + grid - grid @ conjugate.T
+        ok &= np.any(_integral(shifted[:, None, :] - targets[None, :, :]), axis=1)
+    return grid[ok]
+
+
+def _annihilator_basis(linear: np.ndarray) -> np.ndarray:
+    """Shortest independent integer rows c with c·linear = 0: x lies on {linear v + t} mod the lattice
+    exactly when c·(x - t) is an integer for each of them."""
+    small = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), axis=-1).reshape(-1, 3)
+    small = small[np.argsort(np.abs(small).sum(axis=1), kind="stable")]
+    basis = np.zeros((0, 3), dtype=int)
+    for row in small[np.all(np.abs(small @ linear) < _TOLERANCE, axis=1)]:
+        if np.any(row) and np.linalg.matrix_rank(np.vstack([basis, row])) > len(basis):
+            basis = np.vstack([basis, row])
+    assert len(basis) == 3 - np.linalg.matrix_rank(linear)
+    return basis
+
+
+def _induced_permutations(linears: np.ndarray, shifts: np.ndarray, positions: list, rotations: np.ndarray,
+                          translations: np.ndarray) -> np.ndarray:
+    """Row k: the index of the Wyckoff position each position lands in under x → linears[k] x + shifts[k].
+
+    A generic point of position i is mapped, and position j claims it when some group image of it lies on
+    j's representative set {R0 v + t0} modulo the lattice, i.e. when c·(y - t0) is an integer for every
+    integer c annihilating R0; multiplicities must agree, so the more special positions on that set do not.
+    """
+    firsts = [wp.ops[0].affine_matrix for wp in positions]
+    starts = np.array([op[:3, :3] @ _GENERIC_PARAMETERS + op[:3, 3] for op in firsts])
+    annihilators = [_annihilator_basis(op[:3, :3]) for op in firsts]
+    multiplicities = [wp.multiplicity for wp in positions]
+    images = np.full((len(linears), len(positions)), -1)
+    for i, start in enumerate(starts):
+        mapped = linears @ start + shifts
+        orbit = np.einsum("gab,kb->kga", rotations, mapped) + translations  # (candidates, operations, 3)
+        for j, op in enumerate(firsts):
+            if multiplicities[j] != multiplicities[i]:
+                continue
+            on_set = np.any(_integral((orbit - op[:3, 3]) @ annihilators[j].T), axis=1)
+            assert not np.any(on_set & (images[:, i] >= 0)), f"position {positions[i].letter} lands in two"
+            images[on_set, i] = j
+    assert np.all(images >= 0), "a mapped Wyckoff position was not found"
+    return images
+
+
+def _affine_normalizer_permutations(group, positions: list) -> set[tuple[int, ...]]:
+    """The permutations of ``positions`` (by index) induced by the elements of the affine normalizer found."""
+    ops = group[0].ops
+    rotations = np.array([op.affine_matrix[:3, :3] for op in ops]).round().astype(int)
+    translations = np.array([op.affine_matrix[:3, 3] for op in ops]) % 1.0
+    generators = _generators(rotations, translations) or [0]  # P1: the identity alone
+    matrices, inverses = _unimodular_matrices()
+    conjugates = np.stack([matrices @ rotations[g] @ inverses for g in generators], axis=1)
+    normalizes = np.all(np.isin(_matrix_codes(conjugates.reshape(-1, 3, 3)).reshape(len(matrices), -1),
+                                _matrix_codes(rotations)), axis=1)
+    matrices, conjugates = matrices[normalizes], conjugates[normalizes]
+    # Whether a translation completes a linear part depends only on the conjugated generators and the images
+    # of their translations, so linear parts that agree there share one search; one translation per linear
+    # part is enough, the others differ from it by the pure translations of the normalizer, added below.
+    moved = np.round(np.einsum("kab,gb->kga", matrices, translations[generators]) * 2 * _GRID).astype(int)
+    keys = np.concatenate([conjugates.reshape(len(matrices), -1), moved.reshape(len(matrices), -1) % (2 * _GRID)],
+                          axis=1)
+    _, first, which = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    solutions = [_normalizing_translations(matrices[k], rotations, translations, generators) for k in first]
+    found = np.array([len(s) > 0 for s in solutions])[which.ravel()]
+    shifts = np.array([s[0] if len(s) else np.zeros(3) for s in solutions])[which.ravel()]
+    pure = _normalizing_translations(np.eye(3, dtype=int), rotations, translations, generators)
+    linears = np.concatenate([matrices[found], np.broadcast_to(np.eye(3, dtype=int), (len(pure), 3, 3))])
+    images = _induced_permutations(linears, np.concatenate([shifts[found], pure]), positions, rotations,
+                                   translations)
+    return {tuple(int(j) for j in row) for row in np.unique(images, axis=0)}
+
+
+def _group_generated(permutations: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The closure of a few of ``permutations`` (greedily chosen generators) that contains all of them."""
+    generators: list[dict[str, str]] = []
+    group = [{letter: letter for letter in permutations[0]}]
+    for permutation in permutations:
+        if permutation not in group:
+            generators.append(permutation)
+            group = _closure(generators)
+    return group
+
+
+def build_tables() -> dict:
+    """Derive the tables from pyxtal (slow: about a minute). Returns a JSON-safe dict."""
+    Group = structure_library("pyxtal.symmetry").Group
     groups = {}
     for number in range(1, NUM_SPACE_GROUPS + 1):
         group = Group(number)
@@ -112,22 +287,45 @@ def build_tables() -> dict:
             seen_symmetries[site_symmetry] = enumeration + 1
             rows.append([wp.letter, int(wp.multiplicity), site_symmetry, int(wp.get_dof()), enumeration])
         letters = [row[0] for row in rows]
-        permutations = [
-            dict(zip(letters, transformed.split(), strict=True))
-            for transformed in group.get_alternatives()["Transformed WP"]
-        ]
-        relabellings = _closure(permutations)
+        induced = [dict(zip(letters, (letters[j] for j in images), strict=True))
+                   for images in sorted(_affine_normalizer_permutations(group, positions))]
+        relabellings = _group_generated(induced)
+        euclidean = [dict(zip(letters, transformed.split(), strict=True))
+                     for transformed in group.get_alternatives()["Transformed WP"]]
+        assert all(p in relabellings for p in euclidean), f"{group.symbol}: pyxtal's alternatives are missing"
+        by_letter = {row[0]: row for row in rows}
+        assert all(by_letter[x][1] == by_letter[p[x]][1] and by_letter[x][3] == by_letter[p[x]][3]
+                   for p in relabellings for x in letters), f"{group.symbol}: a relabelling changes multiplicity or dof"
         groups[str(number)] = {
             "symbol": group.symbol,
             "positions": rows,
             "relabellings": ["".join(p[letter] for letter in letters) for p in relabellings],
         }
-    return {"source": "pyxtal", "space_groups": groups}
+    return {"source": "pyxtal", "space_groups": groups, "elements": _build_elements()}
+
+
+def _build_elements() -> list[list]:
+    """[symbol, Pauling electronegativity or None] for Z = 1, 2, ... (pymatgen's values)."""
+    import warnings
+
+    Element = structure_library("pymatgen.core").Element
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pymatgen warns for the elements without an electronegativity
+        return [[el.symbol, None if np.isnan(el.X) else float(el.X)] for el in sorted(Element, key=lambda e: e.Z)]
+
+
+@cache
+def _raw() -> dict:
+    return json.loads(data_file(TABLES_FILE).read_text())
 
 
 @cache
 def _load() -> dict[int, SpaceGroupTable]:
-    raw = json.loads(TABLES_PATH.read_text())
+    return tables_from_json(_raw())
+
+
+def tables_from_json(raw: dict) -> dict[int, SpaceGroupTable]:
+    """Space-group number → table, from the packaged file's content (or an older version of it, to compare)."""
     tables = {}
     for key, entry in raw["space_groups"].items():
         number = int(key)
@@ -167,6 +365,31 @@ def max_enumeration() -> int:
     return max(p.enumeration for t in all_space_group_tables() for p in t.positions)
 
 
+@cache
+def _elements() -> dict[str, tuple[int, float]]:
+    return {symbol: (z, math.nan if x is None else x) for z, (symbol, x) in enumerate(_raw()["elements"], start=1)}
+
+
+def element_symbols() -> tuple[str, ...]:
+    """The symbols of the elements in order of Z (Z = 1..118; the tokenizer's element vocabulary)."""
+    return tuple(_elements())
+
+
+def element_electronegativity(symbol: str) -> tuple[int, float]:
+    """(atomic number, Pauling electronegativity) of an element, NaN where it has none (noble gases, Z > 103)."""
+    try:
+        return _elements()[symbol]
+    except KeyError:
+        raise KeyError(f"{symbol!r} is not a chemical element") from None
+
+
+def tables_json(data: dict) -> str:
+    """The packaged file's text: one line per space group, so a rebuild diffs group by group."""
+    groups = ",\n".join(f"  {json.dumps(key)}: {json.dumps(entry)}" for key, entry in data["space_groups"].items())
+    return (f'{{"source": {json.dumps(data["source"])},\n "space_groups": {{\n{groups}\n }},\n'
+            f' "elements": {json.dumps(data["elements"])}}}\n')
+
+
 if __name__ == "__main__":
-    TABLES_PATH.write_text(json.dumps(build_tables(), indent=1) + "\n")
+    TABLES_PATH.write_text(tables_json(build_tables()))
     print(f"wrote {TABLES_PATH}")

@@ -1,16 +1,33 @@
-"""One process-pool map with a progress bar, shared by every metric that does per-structure work."""
+"""Process pools for the per-structure jobs: ordered and as-completed maps with a progress bar, and workers
+that die with their parent.
+
+Workers ignore SIGINT, so Ctrl-C reaches only the parent, which stops the pool and keeps what is done (a
+worker killed by the terminal's SIGINT would print a traceback each and leave its task half-done). Workers
+also ask the kernel to kill them when the parent dies, so ``kill -9`` of a job leaves no orphan burning a
+core: ``prctl(PR_SET_PDEATHSIG)`` on Linux, a thread watching the parent pid elsewhere.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from multiprocessing.pool import Pool
 from typing import TypeVar
 
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def resolve_workers(num_workers: int | None) -> int:
@@ -22,6 +39,49 @@ def resolve_workers(num_workers: int | None) -> int:
     return num_workers
 
 
+def die_with_parent(parent_pid: int) -> None:
+    """Make this process exit as soon as ``parent_pid`` (its parent) is gone, however the parent died."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    else:
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(1.0)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _init_worker(parent_pid: int) -> None:
+    die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextmanager
+def worker_pool(num_workers: int) -> Iterator[Pool]:
+    """A process pool whose workers die with this process; terminated (not drained) on any exception,
+    Ctrl-C included, so an interrupted job stops at once."""
+    pool = multiprocessing.get_context().Pool(num_workers, initializer=_init_worker, initargs=(os.getpid(),))
+    try:
+        yield pool
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
+
+
+def _progress(total: int, desc: str, initial: int = 0) -> tqdm:
+    # smoothing=0: the rate is the average since the start, so a few slow first items do not set the ETA
+    return tqdm(total=total, initial=initial, desc=desc, disable=not desc, leave=False, smoothing=0,
+                dynamic_ncols=True)
+
+
 def parallel_map(function: Callable[[T], R], items: Sequence[T], num_workers: int | None = 1,
                  desc: str = "", chunksize: int | None = None) -> list[R]:
     """``[function(item) for item in items]`` over a process pool, in order, with a tqdm bar.
@@ -30,10 +90,43 @@ def parallel_map(function: Callable[[T], R], items: Sequence[T], num_workers: in
     evaluations and the tests fast. ``function`` must be a picklable module-level callable.
     """
     workers = min(resolve_workers(num_workers), max(1, len(items)))
-    if workers == 1:
-        return [function(item) for item in tqdm(items, desc=desc, disable=not desc, leave=False)]
     if chunksize is None:
         chunksize = max(1, len(items) // (workers * 8))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(function, items, chunksize=chunksize), total=len(items), desc=desc,
-                         disable=not desc, leave=False))
+    results = []
+    with _progress(len(items), desc) as bar:
+        if workers == 1:
+            for item in items:
+                results.append(function(item))
+                bar.update()
+            return results
+        with worker_pool(workers) as pool:
+            for result in pool.imap(function, items, chunksize=chunksize):
+                results.append(result)
+                bar.update()
+    return results
+
+
+def _indexed(function: Callable[[T], R], job: tuple[int, T]) -> tuple[int, R]:
+    index, item = job
+    return index, function(item)
+
+
+def parallel_as_completed(function: Callable[[T], R], items: Sequence[tuple[int, T]], num_workers: int | None = 1,
+                          desc: str = "", total: int | None = None) -> Iterator[tuple[int, R]]:
+    """``(index, function(item))`` for each ``(index, item)``, in order of completion, with a tqdm bar.
+
+    For jobs that save each result as it arrives, so an interrupted run keeps everything finished so far.
+    ``total`` (default ``len(items)``) lets a resumed job show its bar against the whole job.
+    """
+    total = len(items) if total is None else total
+    workers = min(resolve_workers(num_workers), max(1, len(items)))
+    with _progress(total, desc, initial=total - len(items)) as bar:
+        if workers == 1:
+            for job in items:
+                yield _indexed(function, job)
+                bar.update()
+            return
+        with worker_pool(workers) as pool:
+            for result in pool.imap_unordered(partial(_indexed, function), items):
+                yield result
+                bar.update()

@@ -1,0 +1,130 @@
+"""The cascade is what it claims to be: log-probabilities, hiding of the predicted fields, temperature, conditioning.
+
+A reference cascade written out step by step here (one encoder pass per predicted field, the token's unknown fields
+set to MASK by hand) must give the log-likelihood ``forward`` computes in three batched passes, and the scores
+``generate`` reports for the samples it draws. Each of these breaks one of the two: a predicted field left visible,
+PAD fed instead of MASK, the temperature ignored.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import chi2_contingency
+
+from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
+from wyckoff_hf.tokenization import MASK_ID, STOP_ID, WyckoffRepresentation, WyckoffTokenizer
+
+TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_symmetry_embedding_size": 8,
+        "enumeration_embedding_size": 4, "derived_feature_size": 4, "num_hidden_layers": 2,
+        "num_attention_heads": 2, "intermediate_size": 64, "hidden_dropout_prob": 0.0, "max_sites": 6}
+# what the reference hides of the predicted token, per field (written out, not imported from the model)
+UNKNOWN = {"element": ("element_ids", "site_symmetry_ids", "enumeration_ids", "multiplicity", "dof"),
+           "site_symmetry": ("site_symmetry_ids", "enumeration_ids", "multiplicity", "dof"),
+           "enumeration": ("enumeration_ids", "multiplicity", "dof")}
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> WyckoffTokenizer:
+    return WyckoffTokenizer()
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer) -> WyckoffTransformerForCrystalGeneration:
+    torch.manual_seed(0)
+    model = WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY)).eval()
+    with torch.no_grad():  # sharper than the initialisation, so that wrong inputs change the probabilities visibly
+        for parameter in model.parameters():
+            parameter.mul_(4.0)
+        model.heads["element"].bias[STOP_ID] += 3.0  # and stopping early enough for a spread of lengths
+    return model
+
+
+@pytest.fixture(scope="module")
+def validation(shared_data, tokenizer) -> dict[str, torch.Tensor]:
+    cifs = pd.read_csv(shared_data / "mp_20_biternary" / "val.csv.gz", nrows=40)["cif"]
+    crystals = [WyckoffRepresentation.from_structure(cif) for cif in cifs]
+    return dict(tokenizer([c for c in crystals if len(c.sites) <= TINY["max_sites"]][:12], return_tensors="pt"))
+
+
+def reference_log_likelihood(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """log p of each row, one cascade step at a time; the masks of impossible values are read from ``forward``."""
+    masks = model(**batch)
+    minimum = torch.finfo(masks.element_logits.dtype).min
+    totals = []
+    for row in range(len(batch["element_ids"])):
+        length = int(batch["attention_mask"][row].sum())
+        ids = {key: value[row, :length] for key, value in batch.items() if key != "attention_mask"}
+        total = 0.0
+        for i in range(length):
+            for field in UNKNOWN:
+                if field != "element" and ids["element_ids"][i] == STOP_ID:
+                    break
+                inputs = {key: value[None, : i + 1].clone() for key, value in ids.items()}
+                for key in UNKNOWN[field]:
+                    inputs[key][0, i] = 0 if key in ("multiplicity", "dof") else MASK_ID
+                logits = model.heads[field](model.model(**inputs).last_hidden_state[0, i]) / temperature
+                impossible = masks[f"{field}_logits"][row, i] == minimum
+                log_probs = logits.masked_fill(impossible, -torch.inf).log_softmax(-1)
+                total += float(log_probs[ids[f"{field}_ids"][i]])
+        totals.append(total)
+    return torch.tensor(totals)
+
+
+def generated_batch(out) -> dict[str, torch.Tensor]:
+    return {key: out[key] for key in ("space_group_ids", "element_ids", "site_symmetry_ids", "enumeration_ids",
+                                      "multiplicity", "dof", "attention_mask")}
+
+
+@torch.no_grad()
+def test_forward_log_likelihood_is_the_sum_of_the_cascade_steps(model, validation):
+    expected = reference_log_likelihood(model, validation)
+    got = model(**validation).log_likelihood
+    assert torch.allclose(got, expected, atol=1e-4), (got, expected)
+    # and the loss is the mean per-prediction cross-entropy of the same steps
+    sites = int((validation["element_ids"] > MASK_ID).sum())
+    assert got.sum().neg() / (sites + len(got)) <= model(**validation).loss
+
+
+@torch.no_grad()
+def test_generate_scores_are_the_forward_log_likelihood_of_the_samples(model):
+    out = model.generate(64, seed=0)
+    assert out.sequences_scores.shape == (64,) and (out.sequences_scores < 0).all()
+    assert torch.allclose(out.sequences_scores, model(**generated_batch(out)).log_likelihood, atol=1e-4)
+
+
+@torch.no_grad()
+def test_generate_scores_follow_the_temperature(model):
+    out = model.generate(6, seed=1, temperature=0.5)
+    expected = reference_log_likelihood(model, generated_batch(out), temperature=0.5)
+    assert torch.allclose(out.sequences_scores, expected, atol=1e-4), (out.sequences_scores, expected)
+    # a colder sampler concentrates on likelier crystals (under the untempered model)
+    cold, hot = (model(**generated_batch(model.generate(300, seed=2, temperature=t))).log_likelihood
+                 for t in (0.5, 2.0))
+    assert cold.mean() > hot.mean() + 1.0
+
+
+def test_required_elements_sample_the_conditional(model, tokenizer):
+    """Constrained samples vs the unconstrained samples that happen to satisfy the constraint: one distribution."""
+    options = {"space_group": 62, "allowed_elements": ["Na", "K", "Cl", "O", "F"]}
+    constrained = model.generate(400, seed=0, required_elements=["F"], **options)
+    assert 0.05 < constrained.acceptance_rate < 0.95
+    free = model.generate(1500, seed=1, **options)
+    with_fluorine = (free.element_ids == tokenizer.token_id("element", "F")).any(1)
+    assert constrained.acceptance_rate == pytest.approx(float(with_fluorine.float().mean()), abs=0.06)
+    sites = [out.attention_mask.sum(1)[mask] - 1 for out, mask in ((constrained, slice(None)), (free, with_fluorine))]
+    table = [[int((s == n).sum()) for n in range(1, 7)] for s in sites]
+    table = [[a, b] for a, b in zip(*table, strict=True) if a + b]
+    assert chi2_contingency(table).pvalue > 0.01, table
+    decoded = tokenizer.decode(constrained)
+    assert all("F" in crystal.elements for crystal in decoded)
+
+
+def test_too_rare_a_constraint_is_an_error(model):
+    model.generation_config.min_acceptance_rate = 0.9
+    try:
+        with pytest.raises(ValueError, match=r"acceptance rate .*min_acceptance_rate=0\.9"):
+            model.generate(20, seed=0, space_group=225, required_elements=["O", "Na", "K", "Cl"])
+    finally:
+        model.generation_config.min_acceptance_rate = 0.01

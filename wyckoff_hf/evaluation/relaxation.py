@@ -1,0 +1,259 @@
+"""CHGNet relaxation of sampled Wyckoff representations, the way the WyckoffTransformer authors evaluate stability.
+
+A Wyckoff representation fixes the space group and the occupied orbits but not the free coordinates or
+the lattice, so one pyxtal realisation is one random guess. Each representation therefore gets
+``num_trials`` pyxtal realisations (``to_structure(seed=...)``, seeds derived from the sample index and
+the trial, so the result is independent of worker count and order), each relaxed with CHGNet
+(Deng et al., Nature Machine Intelligence 2023) under ASE's ``FixSymmetry`` constraint, first at fixed
+cell and then with cell and positions (``FrechetCellFilter``), until the largest force is below ``fmax``
+(0.02 eV/Å) or ``max_steps`` (500, both stages together) are spent; the lowest-energy trial is kept.
+Fixing the symmetry keeps the sampled group (the thing the model chose) and lowers the degrees of freedom
+FIRE has to explore; it can miss a lower-energy, lower-symmetry minimum, which is why the space group
+after relaxation is measured anyway (spglib at the tokenizer's tolerance).
+
+Speed shortcuts, each optional and measured by ``scripts/benchmark_stability.py``:
+``screen_fmax`` relaxes every trial only loosely (``screen_fmax``, ``screen_steps``) and continues only
+the best one to ``fmax``; ``refine_below`` (eV/atom above the hull, needs the hull) skips that refinement
+when the loosely relaxed structure is clearly unstable. Every failure (pyxtal, CHGNet, time limit) is kept
+with its reason; a sample fails only when all its trials fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import multiprocessing
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from ..tokenization import WyckoffError, WyckoffRepresentation
+from ..tokenization.time_limit import TimeLimitExceeded, time_limit
+from ..utils.parallel import parallel_map
+
+if TYPE_CHECKING:
+    from ase import Atoms
+    from chgnet.model import CHGNet
+    from pymatgen.core import Structure
+
+SYMPREC = 0.1  # Å, the tokenizer's tolerance: the space group "after relaxation" is the one it would read
+SCREEN_FMAX = 0.1  # eV/Å, the loose screening stage ``wyckoff-hf evaluate --stability-screen`` uses
+
+
+@dataclass(frozen=True)
+class RelaxationSettings:
+    """One relaxation protocol. The defaults are the full protocol (the authors use ``num_trials=6``)."""
+
+    num_trials: int = 3
+    fmax: float = 0.02  # eV/Å
+    max_steps: int = 500  # FIRE steps per trial, fixed-cell and variable-cell stages together
+    fix_symmetry: bool = True
+    relax_cell: bool = True
+    screen_fmax: float | None = None  # relax all trials to this first, refine only the best one
+    screen_steps: int = 100
+    refine_below: float | None = None  # eV/atom above hull: refine only a screened sample that could be this stable
+    timeout: float = 600.0  # seconds per sample, a safety net (SIGALRM)
+    seed: int = 0
+    pyxtal_attempts: int = 10
+
+    def __post_init__(self) -> None:
+        if self.num_trials < 1 or self.max_steps < 1 or self.screen_steps < 1:
+            raise ValueError(f"num_trials, max_steps and screen_steps must be at least 1, got {self}")
+        if self.fmax <= 0 or (self.screen_fmax is not None and self.screen_fmax <= self.fmax):
+            raise ValueError(f"need 0 < fmax < screen_fmax, got fmax={self.fmax}, screen_fmax={self.screen_fmax}")
+        if self.refine_below is not None and self.screen_fmax is None:
+            raise ValueError("refine_below decides after the screening stage: set screen_fmax as well")
+
+    def trial_seed(self, index: int, trial: int) -> int:
+        """pyxtal seed of one trial of sample ``index``: a function of (seed, index, trial) only."""
+        return int(np.random.SeedSequence([self.seed, index, trial]).generate_state(1)[0])
+
+
+@dataclass
+class Relaxed:
+    """The kept (lowest-energy) trial of one sample."""
+
+    index: int
+    structure: Structure
+    energy: float  # CHGNet total energy, eV
+    trial: int
+    steps: int  # FIRE steps of the kept trial
+    converged: bool  # the kept trial reached fmax (a screened-out sample stops at screen_fmax)
+    space_group_sampled: int
+    space_group_relaxed: int | None  # None: spglib found none at SYMPREC
+    seconds: float
+    trial_failures: list[str] = field(default_factory=list)
+
+    @property
+    def energy_per_atom(self) -> float:
+        return self.energy / len(self.structure)
+
+    @property
+    def space_group_kept(self) -> bool:
+        return self.space_group_relaxed == self.space_group_sampled
+
+
+@dataclass(frozen=True)
+class RelaxationFailure:
+    index: int
+    reason: str
+
+
+@cache
+def load_chgnet() -> CHGNet:
+    """The pretrained CHGNet shipped in chgnet's wheel (no download), loaded once per process.
+
+    Inside a pool worker torch gets one thread: the pool is the parallelism, and oversubscribed threads
+    only slow every worker down.
+    """
+    import torch
+    from chgnet.model import CHGNet
+
+    if multiprocessing.parent_process() is not None:
+        torch.set_num_threads(1)
+    return CHGNet.load(verbose=False)
+
+
+def static_energies(structures: Sequence[Structure], batch_size: int = 32) -> list[float]:
+    """CHGNet total energies (eV) of fixed structures, batched: the cheap single-point stage."""
+    if not structures:
+        return []
+    predictions = load_chgnet().predict_structure(list(structures), task="e", batch_size=batch_size)
+    if isinstance(predictions, dict):  # CHGNet unwraps a one-structure batch
+        predictions = [predictions]
+    return [float(p["e"]) * len(s) for p, s in zip(predictions, structures, strict=True)]
+
+
+def _atoms(structure: Structure, fix_symmetry: bool) -> Atoms:
+    from ase.constraints import FixSymmetry
+    from chgnet.model.dynamics import CHGNetCalculator
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = AseAtomsAdaptor.get_atoms(structure)
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints the device on every construction
+        atoms.calc = CHGNetCalculator(load_chgnet(), use_device="cpu", on_isolated_atoms="ignore")
+    if fix_symmetry:
+        atoms.set_constraint(FixSymmetry(atoms, symprec=1e-3))
+    return atoms
+
+
+def _run_fire(system: object, fmax: float, steps: int) -> tuple[int, bool]:
+    """FIRE on ``system`` (atoms or a cell filter); the steps taken and whether ``fmax`` was reached."""
+    from ase.optimize import FIRE
+
+    if steps <= 0:
+        return 0, False
+    optimizer = FIRE(system, logfile=None)
+    converged = bool(optimizer.run(fmax=fmax, steps=steps))
+    return optimizer.nsteps, converged
+
+
+def relax_atoms(atoms: Atoms, fmax: float, max_steps: int, relax_cell: bool) -> tuple[int, bool]:
+    """Relax in place: positions at fixed cell, then cell and positions; ``max_steps`` for both together."""
+    from ase.filters import FrechetCellFilter
+
+    steps, converged = _run_fire(atoms, fmax, max_steps)
+    if relax_cell:
+        more, converged = _run_fire(FrechetCellFilter(atoms), fmax, max_steps - steps)
+        steps += more
+    return steps, converged
+
+
+def relax_structure(structure: Structure, fmax: float = 0.02, max_steps: int = 500, fix_symmetry: bool = True,
+                    relax_cell: bool = True) -> tuple[Structure, float, int, bool]:
+    """One CHGNet relaxation: the relaxed structure, its total energy (eV), steps taken, converged."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    atoms = _atoms(structure, fix_symmetry)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        steps, converged = relax_atoms(atoms, fmax, max_steps, relax_cell)
+        energy = float(atoms.get_potential_energy())
+    atoms.set_constraint()
+    return AseAtomsAdaptor.get_structure(atoms), energy, steps, converged
+
+
+def relaxed_space_group(structure: Structure) -> int | None:
+    """The space group spglib finds at the tokenizer's tolerance, or ``None`` when it finds none."""
+    try:
+        return WyckoffRepresentation.from_structure(structure, symprec=SYMPREC).space_group
+    except WyckoffError:
+        return None
+
+
+EnergyAboveHull = Callable[["Structure", float], float]
+
+
+class _Trial(NamedTuple):
+    structure: Structure
+    energy: float
+    steps: int
+    converged: bool
+    trial: int
+
+
+def relax_representation(representation: WyckoffRepresentation, index: int, settings: RelaxationSettings,
+                         e_above_hull: EnergyAboveHull | None = None) -> Relaxed | RelaxationFailure:
+    """Sample ``index``: ``num_trials`` pyxtal realisations relaxed, the lowest-energy one kept.
+
+    ``e_above_hull(structure, total_energy)`` is needed only for ``settings.refine_below``. When the time
+    limit strikes, the best finished trial is kept (unconverged, with the reason among its trial failures).
+    A sample with no finished trial is a failure, returned (never raised) so one bad sample never stops a pool.
+    """
+    start = time.perf_counter()
+    screening = settings.screen_fmax is not None
+    fmax = settings.screen_fmax if screening else settings.fmax
+    steps = settings.screen_steps if screening else settings.max_steps
+    trials: list[_Trial] = []
+    failures: list[str] = []
+    kept = None
+    try:
+        with time_limit(settings.timeout):
+            for trial in range(settings.num_trials):
+                try:
+                    initial = representation.to_structure(seed=settings.trial_seed(index, trial),
+                                                          max_attempts=settings.pyxtal_attempts, timeout=None)
+                    trials.append(_Trial(*relax_structure(initial, fmax, steps, settings.fix_symmetry,
+                                                          settings.relax_cell), trial))
+                except Exception as err:  # pyxtal and CHGNet raise assorted errors; record and go on
+                    failures.append(f"trial {trial}: {type(err).__name__}: {err}")
+            kept = min(trials, key=lambda t: t.energy / len(t.structure), default=None)
+            if kept is not None and screening:
+                if settings.refine_below is None or e_above_hull is None or \
+                        e_above_hull(kept.structure, kept.energy) <= settings.refine_below:
+                    structure, energy, more, converged = relax_structure(
+                        kept.structure, settings.fmax, max(1, settings.max_steps - kept.steps),
+                        settings.fix_symmetry, settings.relax_cell)
+                    kept = _Trial(structure, energy, kept.steps + more, converged, kept.trial)
+                else:  # screened out: stays at screen_fmax
+                    kept = kept._replace(converged=False)
+    except TimeLimitExceeded:
+        failures.append(f"time: the {settings.timeout} s limit struck; kept the best finished trial")
+        kept = min(trials, key=lambda t: t.energy / len(t.structure), default=None)
+        kept = kept and kept._replace(converged=False)
+    if kept is None:
+        return RelaxationFailure(index, "; ".join(failures))
+    return Relaxed(index, kept.structure, kept.energy, kept.trial, kept.steps, kept.converged,
+                   representation.space_group, relaxed_space_group(kept.structure), time.perf_counter() - start,
+                   failures)
+
+
+def _relax_job(job: tuple[WyckoffRepresentation, int, RelaxationSettings, EnergyAboveHull | None]
+               ) -> Relaxed | RelaxationFailure:
+    return relax_representation(*job)
+
+
+def relax_samples(representations: Sequence[WyckoffRepresentation], settings: RelaxationSettings | None = None,
+                  indices: Sequence[int] | None = None, num_workers: int | None = 1,
+                  e_above_hull: EnergyAboveHull | None = None) -> list[Relaxed | RelaxationFailure]:
+    """Relax every representation (``indices[k]``, default ``k``, names it and seeds it) over a process pool,
+    one sample per task, with a progress bar. ``e_above_hull`` must be picklable for a pool."""
+    settings = settings or RelaxationSettings()
+    indices = list(range(len(representations))) if indices is None else list(indices)
+    jobs = [(rep, index, settings, e_above_hull) for rep, index in zip(representations, indices, strict=True)]
+    return parallel_map(_relax_job, jobs, num_workers, desc="CHGNet relaxation", chunksize=1)

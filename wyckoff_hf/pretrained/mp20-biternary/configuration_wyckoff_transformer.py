@@ -1,0 +1,122 @@
+"""``WyckoffTransformerConfig``: the hyper-parameters of the WyckoffTransformer and the tables it masks with.
+
+This file is copied next to the weights for ``trust_remote_code`` and must import nothing from
+``wyckoff_hf``: whatever the model knows about crystallography (vocabulary sizes, the Wyckoff positions of
+every group as id rows, the element symbols, the space-group prior) is stored here, in ``config.json``.
+Build it from a tokenizer with ``WyckoffTransformerConfig.from_tokenizer(WyckoffTokenizer(), ...)``.
+
+Default size (d_model = 32 + 48 + 32 + 8 + 8 = 128, 3 pre-LN layers, 4 heads, feed-forward 256, about
+0.5 M parameters): the MP-20 data are ~27k crystals of a handful of sites each, so a small encoder is
+enough to fit them, and generation re-encodes the prefix once per cascade step, so its cost is linear in
+the model size; this size is what keeps CPU generation at thousands of crystals per second
+(``scripts/benchmark_generation.py``). The element embedding is the widest because the element vocabulary
+is the largest and the hardest field to predict; the enumeration (0..7) needs only a few dimensions.
+
+``max_sites`` = 20: MP-20 holds at most 20 atoms per cell, hence at most 20 Wyckoff sites; generation
+forces STOP there. Raise it for larger cells (MPTS-52 needs up to 52).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from huggingface_hub.dataclasses import strict
+from transformers import PreTrainedConfig
+
+
+@strict
+class WyckoffTransformerConfig(PreTrainedConfig):
+    r"""
+    Configuration of [`WyckoffTransformerModel`] and [`WyckoffTransformerForCrystalGeneration`].
+
+    Every token of a crystal is a tuple of fields (space group, element, site symmetry, enumeration) plus
+    two derived integers (multiplicity, dof). Each field has its own embedding; the token vector is their
+    concatenation, so ``hidden_size`` (d_model) is the sum of the per-field sizes.
+
+    The space group is a field of *every* token rather than a prefix token: with no positional encoding
+    and bidirectional attention, a prefix token would have to be told apart from the sites by its ids
+    alone, and each site would see the group only through attention. Concatenated into every token, the
+    group conditions every layer directly and the sequence stays a plain set of sites.
+
+    Args:
+        space_group_vocab_size, element_vocab_size, site_symmetry_vocab_size, enumeration_vocab_size:
+            sizes of the four field vocabularies (each starts with PAD = 0, STOP = 1, MASK = 2).
+        space_group_embedding_size, element_embedding_size, site_symmetry_embedding_size,
+        enumeration_embedding_size: embedding width of each field.
+        derived_feature_size: width of the linear projection of (log(1 + multiplicity), dof).
+        num_hidden_layers, num_attention_heads, intermediate_size: encoder shape (pre-LN layers).
+        hidden_dropout_prob, attention_dropout: dropout on the residual branches / attention weights.
+        layer_norm_eps, initializer_range: LayerNorm epsilon, std of the normal initialisation.
+        wyckoff_positions: every Wyckoff position as ``[space_group_id, site_symmetry_id, enumeration_id,
+            multiplicity, dof]`` (``WyckoffTokenizer.wyckoff_position_ids()``); the model turns these rows
+            into the masks that keep every prediction a position of the sample's group.
+        element_vocabulary: the element tokens, so that ``generate`` can take element symbols.
+        space_group_counts: per space-group id, how often it occurs in the training split: the prior p(S)
+            that ``generate`` samples groups from. ``None``: uniform over the groups in ``wyckoff_positions``.
+        max_sites: most sites per crystal in generation (STOP is forced after that many).
+        sampling_temperature: default softmax temperature of ``generate`` (calibrated after training).
+        pad_token_id, stop_token_id, mask_token_id: the special ids shared by all fields.
+    """
+
+    model_type = "wyckoff_transformer"
+
+    space_group_vocab_size: int = 233
+    element_vocab_size: int = 121
+    site_symmetry_vocab_size: int = 81
+    enumeration_vocab_size: int = 11
+    space_group_embedding_size: int = 32
+    element_embedding_size: int = 48
+    site_symmetry_embedding_size: int = 32
+    enumeration_embedding_size: int = 8
+    derived_feature_size: int = 8
+    num_hidden_layers: int = 3
+    num_attention_heads: int = 4
+    intermediate_size: int = 256
+    hidden_dropout_prob: float | int = 0.1
+    attention_dropout: float | int = 0.0
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    wyckoff_positions: list[list[int]] | None = None
+    element_vocabulary: list[str] | None = None
+    space_group_counts: list[int] | list[float] | None = None
+    max_sites: int = 20
+    sampling_temperature: float | int = 1.0
+    pad_token_id: int | None = 0
+    stop_token_id: int = 1
+    mask_token_id: int = 2
+
+    @property
+    def hidden_size(self) -> int:
+        """d_model: the concatenated width of all field embeddings."""
+        return (self.space_group_embedding_size + self.element_embedding_size + self.site_symmetry_embedding_size
+                + self.enumeration_embedding_size + self.derived_feature_size)
+
+    def validate_architecture(self) -> None:
+        """Part of ``@strict`` validation: shapes and tables that the model could not be built from."""
+        if self.hidden_size % self.num_attention_heads != 0:
+            raise ValueError(f"hidden_size {self.hidden_size} (the sum of the field embedding sizes) is not a "
+                             f"multiple of num_attention_heads {self.num_attention_heads}")
+        if self.max_sites < 1:
+            raise ValueError(f"max_sites must be at least 1, got {self.max_sites}")
+        if self.sampling_temperature <= 0:
+            raise ValueError(f"sampling_temperature must be positive, got {self.sampling_temperature}")
+        if self.element_vocabulary is not None and len(self.element_vocabulary) != self.element_vocab_size:
+            raise ValueError(f"element_vocabulary has {len(self.element_vocabulary)} tokens, "
+                             f"element_vocab_size is {self.element_vocab_size}")
+        if self.space_group_counts is not None and len(self.space_group_counts) != self.space_group_vocab_size:
+            raise ValueError(f"space_group_counts has {len(self.space_group_counts)} entries, "
+                             f"space_group_vocab_size is {self.space_group_vocab_size}")
+        limits = (self.space_group_vocab_size, self.site_symmetry_vocab_size, self.enumeration_vocab_size)
+        for row in self.wyckoff_positions or ():
+            if len(row) != 5 or not all(0 <= row[k] < limits[k] for k in range(3)):
+                raise ValueError(f"wyckoff_positions row {row} is not [space_group_id, site_symmetry_id, "
+                                 f"enumeration_id, multiplicity, dof] within the vocabulary sizes {limits}")
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> WyckoffTransformerConfig:
+        """A config whose vocabularies and tables match ``tokenizer`` (anything with
+        ``model_config_kwargs()``, i.e. a ``WyckoffTokenizer``); ``kwargs`` set the other fields."""
+        return cls(**{**tokenizer.model_config_kwargs(), **kwargs})
+
+
+__all__ = ["WyckoffTransformerConfig"]
