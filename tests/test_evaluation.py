@@ -70,7 +70,8 @@ def test_structural_validity_rejects_close_atoms_and_tiny_cells():
 
 
 @pytest.mark.parametrize(("formula", "valid"), [("NaCl", True), ("NaCl2", False), ("MgO", True),
-                                                ("Na2O", True), ("NaO3", False), ("CuZn", True), ("Si", True)])
+                                                ("Na2O", True), ("NaO3", False), ("CuZn", True), ("Si", True),
+                                                ("LvO2", False)])  # SMACT has no data for Lv
 def test_compositional_validity_is_smact_charge_neutrality(formula, valid):
     assert composition_validity(formula) is valid
 

@@ -12,6 +12,8 @@ import pytest
 import torch
 from test_generation_exactness import TINY, generated_batch
 
+from wyckoff_hf.cli import main
+from wyckoff_hf.evaluation import load_samples
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import STOP_ID, WyckoffRepresentation, WyckoffTokenizer
 
@@ -121,3 +123,16 @@ def test_prompt_conflicts_and_limits(model, tokenizer):
     with pytest.raises(ValueError, match=r"prompt 0, token 2: element id \d+ is impossible there \(.*max_sites"):
         model.generate(2, prompt=PEROVSKITE, max_sites=2, tokenizer=tokenizer)
     assert model.generate(2, prompt=PEROVSKITE, max_sites=3, tokenizer=tokenizer) == [PEROVSKITE] * 2
+
+
+def test_generate_command_completes_prompt_sites(tmp_path, model, tokenizer, capsys):
+    checkpoint = tmp_path / "model"
+    model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    out = tmp_path / "out"
+    assert main(["generate", "-n", "6", "--space-group", "225", "--prompt-sites", "Na:a", "--model", str(checkpoint),
+                 "--output-dir", str(out)]) == 0
+    crystals = load_samples(out).valid
+    assert len(crystals) == 6 and all(c.space_group == 225 and c.sites[0] == NACL.sites[0] for c in crystals)
+    assert main(["generate", "--prompt-sites", "Na:a", "--output-dir", str(tmp_path / "bad")]) == 2
+    assert "--prompt-sites needs exactly one --space-group" in capsys.readouterr().err

@@ -19,7 +19,8 @@ def test_auto_classes_load_the_shipped_checkpoint():
     tokenizer = AutoTokenizer.from_pretrained(DEFAULT_MODEL)
     assert isinstance(model, wyckoff_hf.WyckoffTransformerForCrystalGeneration)
     assert isinstance(tokenizer, wyckoff_hf.WyckoffTokenizer)
-    assert sum(model.config.space_group_counts) == 6426  # the prior of the mp20-biternary-dev train split
+    assert sum(model.generation_config.space_group_counts) == 6426  # the prior of the mp20-biternary-dev train split
+    assert model.generation_config.temperature == 0.6  # calibrated on the validation split
     crystals = model.generate(num_samples=50, space_group=225, allowed_elements=["Na", "Cl", "K", "Br"], seed=0,
                               tokenizer=tokenizer)
     assert all(c.space_group == 225 and set(c.elements) <= {"Na", "Cl", "K", "Br"} for c in crystals)

@@ -244,6 +244,7 @@ def test_push_to_hub_without_a_token_fails_before_training(train_script, prepare
     assert not out.exists() and "wyckoff/m" not in fake_hub.files
 
 
+@pytest.mark.slow  # three script subprocesses (about 20 s); calibration itself is covered by test_calibration.py
 def test_recalibration_and_card_with_evaluation_metrics(trained_run, prepared_dataset, tmp_path):
     model_dir, summary_path = trained_run, trained_run / "training_summary.json"
     run(["scripts/calibrate_temperature.py", str(model_dir), "--dataset", str(prepared_dataset), "--temperatures",

@@ -45,6 +45,7 @@ def composition_validity(composition: Composition | str, timeout: float | None =
     SMACT oxidation state per element makes the reduced integer stoichiometry charge-neutral and passes
     the Pauling electronegativity test (cations less electronegative than anions). Oxidation states are
     SMACT's ``smact14`` set, the default when CDVAE defined the metric (SMACT ≥ 3 defaults to ICSD24).
+    An element SMACT has no data for (Lv, Og...) has no oxidation state, so its compositions are invalid.
     SMACT's search grows exponentially with the number of elements, so it gets ``timeout`` seconds:
     ``None`` means it did not finish (unknown, reported as such). Cached by reduced formula, since generated
     sets repeat compositions.
@@ -59,6 +60,8 @@ def composition_validity(composition: Composition | str, timeout: float | None =
                                                         oxidation_states_set=SMACT_OXIDATION_STATES))
         except TimeLimitExceeded:
             _smact_cache[key] = None
+        except KeyError:  # SMACT has no data (no oxidation states) for an element such as Lv: never balanced
+            _smact_cache[key] = False
     return _smact_cache[key]
 
 

@@ -1,5 +1,6 @@
 """Generation as jobs: load a checkpoint, sample, realise in 3D, write files; temperature calibration; crystal
-structure prediction from a composition; the ``crystal-generation`` pipeline task. Names are imported on first use (the pipeline needs transformers)."""
+structure prediction from a composition; the ``crystal-generation`` pipeline task. Names are imported on first use
+(the pipeline needs transformers)."""
 
 from ..utils.lazy import lazy_exports
 

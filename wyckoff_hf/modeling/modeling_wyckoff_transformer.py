@@ -81,10 +81,11 @@ CASCADE_HIDDEN = {
 }
 DEFAULT_GENERATION_BATCH_SIZE = 2048
 # generation_config.json defaults: temperature (calibrated after training), the space-group prior p(S) as counts
-# per space-group id (None: uniform over the groups with Wyckoff positions) and the lowest acceptance rate that
-# rejection sampling of required_elements accepts before giving up.
+# per space-group id (None: uniform over the groups with Wyckoff positions), the lowest acceptance rate that
+# rejection sampling of required_elements accepts before giving up, and the most atoms per conventional cell of
+# composition-constrained samples (None: 4 × config.max_sites, see ``generate``).
 DEFAULT_GENERATION_CONFIG = {"do_sample": True, "temperature": 1.0, "space_group_counts": None,
-                             "min_acceptance_rate": 0.01}
+                             "min_acceptance_rate": 0.01, "max_atoms": None}
 
 
 def hidden_value(key: str, config: WyckoffTransformerConfig) -> int:

@@ -1,9 +1,13 @@
-"""``WyckoffTransformerConfig``: the hyper-parameters of the WyckoffTransformer and the tables it masks with.
+"""``WyckoffTransformerConfig``: the hyper-parameters of the WyckoffTransformer.
 
 This file is copied next to the weights for ``trust_remote_code`` and must import nothing from
-``wyckoff_hf``: whatever the model knows about crystallography (vocabulary sizes, the Wyckoff positions of
-every group as id rows, the element symbols, the space-group prior) is stored here, in ``config.json``.
-Build it from a tokenizer with ``WyckoffTransformerConfig.from_tokenizer(WyckoffTokenizer(), ...)``.
+``wyckoff_hf``. Build the config from a tokenizer with ``WyckoffTransformerConfig.from_tokenizer(WyckoffTokenizer(),
+...)``: the crystallographic tables it hands over (every Wyckoff position of every group as id rows, the canonical
+order of the elements) are construction inputs only. The model keeps them as buffers in ``model.safetensors``
+(``tables.wyckoff_positions``, ``tables.element_rank``), so ``config.json`` stays small and readable; what a saved
+config keeps of them is ``num_wyckoff_positions``, the buffer's shape. Sampling defaults (temperature, the
+space-group prior p(S)) are not hyper-parameters of the network and live in ``generation_config.json``
+(``model.generation_config``), the way transformers models keep them.
 
 Default size (d_model = 32 + 48 + 32 + 8 + 8 = 128, 3 pre-LN layers, 4 heads, feed-forward 256, about
 0.5 M parameters): the MP-20 data are ~27k crystals of a handful of sites each, so a small encoder is
@@ -12,16 +16,23 @@ the model size; this size is what keeps CPU generation at thousands of crystals 
 (``scripts/benchmark_generation.py``). The element embedding is the widest because the element vocabulary
 is the largest and the hardest field to predict; the enumeration (0..7) needs only a few dimensions.
 
-``max_sites`` = 20: MP-20 holds at most 20 atoms per cell, hence at most 20 Wyckoff sites; generation
-forces STOP there. Raise it for larger cells (MPTS-52 needs up to 52).
+``max_sites`` = 20: MP-20 holds at most 20 atoms per cell, hence at most 20 Wyckoff sites. It is part of the
+model's distribution, not only a sampling default: both the loss and ``generate`` force STOP after that many
+sites (one mask builder). Raise it for larger cells (MPTS-52 needs up to 52).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
+
+CONSTRUCTION_ONLY = ("wyckoff_positions", "element_canonical_order")
+_SCALAR = r'(?:"(?:[^"\\]|\\.)*"|[-+\w.]+)'
+# a JSON list of scalars (strings, numbers, literals), as json.dumps(indent=2) spreads it over one line per item
+_SCALAR_LIST = re.compile(rf"\[\s*({_SCALAR}(?:,\s*{_SCALAR})*)\s*\]")
 
 
 @strict
@@ -47,14 +58,14 @@ class WyckoffTransformerConfig(PreTrainedConfig):
         num_hidden_layers, num_attention_heads, intermediate_size: encoder shape (pre-LN layers).
         hidden_dropout_prob, attention_dropout: dropout on the residual branches / attention weights.
         layer_norm_eps, initializer_range: LayerNorm epsilon, std of the normal initialisation.
-        wyckoff_positions: every Wyckoff position as ``[space_group_id, site_symmetry_id, enumeration_id,
-            multiplicity, dof]`` (``WyckoffTokenizer.wyckoff_position_ids()``); the model turns these rows
-            into the masks that keep every prediction a position of the sample's group.
+        max_sites: most sites per crystal; STOP is forced after that many, in the loss and in ``generate``.
         element_vocabulary: the element tokens, so that ``generate`` can take element symbols.
-        space_group_counts: per space-group id, how often it occurs in the training split: the prior p(S)
-            that ``generate`` samples groups from. ``None``: uniform over the groups in ``wyckoff_positions``.
-        max_sites: most sites per crystal in generation (STOP is forced after that many).
-        sampling_temperature: default softmax temperature of ``generate`` (calibrated after training).
+        num_wyckoff_positions: rows of the Wyckoff position table (the shape of ``tables.wyckoff_positions``).
+        wyckoff_positions: construction input, not saved: every Wyckoff position as ``[space_group_id,
+            site_symmetry_id, enumeration_id, multiplicity, dof]``, the rows of one group in ITA letter order
+            (``WyckoffTokenizer.wyckoff_position_ids()``).
+        element_canonical_order: construction input, not saved: the element ids in the canonical site order of
+            the training data (Pauling electronegativity, then Z); sampling keeps sites in this order.
         pad_token_id, stop_token_id, mask_token_id: the special ids shared by all fields.
     """
 
@@ -76,14 +87,19 @@ class WyckoffTransformerConfig(PreTrainedConfig):
     attention_dropout: float | int = 0.0
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
-    wyckoff_positions: list[list[int]] | None = None
-    element_vocabulary: list[str] | None = None
-    space_group_counts: list[int] | list[float] | None = None
     max_sites: int = 20
-    sampling_temperature: float | int = 1.0
+    element_vocabulary: list[str] | None = None
+    num_wyckoff_positions: int | None = None
+    wyckoff_positions: list[list[int]] | None = None
+    element_canonical_order: list[int] | None = None
     pad_token_id: int | None = 0
     stop_token_id: int = 1
     mask_token_id: int = 2
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        if self.wyckoff_positions is not None and self.num_wyckoff_positions is None:
+            self.num_wyckoff_positions = len(self.wyckoff_positions)
+        super().__post_init__(**kwargs)
 
     @property
     def hidden_size(self) -> int:
@@ -98,19 +114,34 @@ class WyckoffTransformerConfig(PreTrainedConfig):
                              f"multiple of num_attention_heads {self.num_attention_heads}")
         if self.max_sites < 1:
             raise ValueError(f"max_sites must be at least 1, got {self.max_sites}")
-        if self.sampling_temperature <= 0:
-            raise ValueError(f"sampling_temperature must be positive, got {self.sampling_temperature}")
         if self.element_vocabulary is not None and len(self.element_vocabulary) != self.element_vocab_size:
             raise ValueError(f"element_vocabulary has {len(self.element_vocabulary)} tokens, "
                              f"element_vocab_size is {self.element_vocab_size}")
-        if self.space_group_counts is not None and len(self.space_group_counts) != self.space_group_vocab_size:
-            raise ValueError(f"space_group_counts has {len(self.space_group_counts)} entries, "
-                             f"space_group_vocab_size is {self.space_group_vocab_size}")
+        if self.wyckoff_positions is not None and len(self.wyckoff_positions) != self.num_wyckoff_positions:
+            raise ValueError(f"wyckoff_positions has {len(self.wyckoff_positions)} rows, "
+                             f"num_wyckoff_positions is {self.num_wyckoff_positions}")
         limits = (self.space_group_vocab_size, self.site_symmetry_vocab_size, self.enumeration_vocab_size)
         for row in self.wyckoff_positions or ():
             if len(row) != 5 or not all(0 <= row[k] < limits[k] for k in range(3)):
                 raise ValueError(f"wyckoff_positions row {row} is not [space_group_id, site_symmetry_id, "
                                  f"enumeration_id, multiplicity, dof] within the vocabulary sizes {limits}")
+        order = self.element_canonical_order
+        if order is not None and sorted(order) != list(range(self.mask_token_id + 1, self.element_vocab_size)):
+            raise ValueError("element_canonical_order must list every element id (all but the special tokens) "
+                             "exactly once")
+
+    def to_dict(self) -> dict[str, Any]:
+        """As ``PreTrainedConfig.to_dict``, without the tables the model stores as buffers in its weights."""
+        output = super().to_dict()
+        for key in CONSTRUCTION_ONLY:
+            output.pop(key, None)
+        return output
+
+    def to_json_string(self, use_diff: bool = True) -> str:
+        """As ``PreTrainedConfig.to_json_string`` (so also ``config.json`` and ``print(config)``), with each list of
+        plain values on one line: the element vocabulary is one line, not 121."""
+        return _SCALAR_LIST.sub(lambda m: "[" + re.sub(rf"({_SCALAR}),\s*", r"\1, ", m.group(1)) + "]",
+                                super().to_json_string(use_diff))
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> WyckoffTransformerConfig:

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -30,6 +26,7 @@ from .errors import (
     SymmetryAnalysisError,
 )
 from .structure_libraries import structure_library
+from .time_limit import TimeLimitExceeded, time_limit
 from .wyckoff_tables import SpaceGroupTable, WyckoffPosition, element_electronegativity, space_group_table
 
 if TYPE_CHECKING:  # in a try block, which transformers' remote-code loader does not require to be importable
@@ -217,41 +214,20 @@ class WyckoffRepresentation:
         sites = [[f"{s.multiplicity}{s.letter}" for s in self.sites if s.element == e] for e in species]
         crystal = pyxtal()
         try:
-            with warnings.catch_warnings(), _time_limit(timeout):
+            with warnings.catch_warnings(), time_limit(timeout):
                 warnings.simplefilter("ignore")
                 crystal.from_random(3, self.space_group, species, num_ions, factor=factor, sites=sites,
                                     max_count=max_attempts, random_state=seed)
                 structure = crystal.to_pymatgen()
-        except _RealisationTimeout:
+        except TimeLimitExceeded:
+            if timeout is None:  # an enclosing limit (a caller's time_limit) expired: it is the caller's to handle
+                raise
             raise RealizationTimeoutError(f"pyxtal could not realise {self} within {timeout} s") from None
         except Exception as err:  # pyxtal raises RuntimeError and assorted others for impossible placements
             raise RealizationError(f"pyxtal could not realise {self} in {max_attempts} attempts: {err}") from err
         if not crystal.valid:
             raise RealizationError(f"pyxtal could not realise {self} in {max_attempts} attempts")
         return structure
-
-
-class _RealisationTimeout(BaseException):
-    """Raised by the alarm; a ``BaseException`` so that pyxtal's broad ``except Exception`` cannot swallow it."""
-
-
-def _raise_timeout(signum: int, frame: object) -> None:
-    raise _RealisationTimeout
-
-
-@contextmanager
-def _time_limit(seconds: float | None) -> Iterator[None]:
-    """Interrupt the block after ``seconds`` (SIGALRM: only in a process's main thread, else no limit)."""
-    if seconds is None or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, _raise_timeout)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def spglib_sites(structure: StructureLike, symprec: float = 0.1,

@@ -258,7 +258,8 @@ class WyckoffTokenizer(PushToHubMixin):
                   "angle_tolerance": self.angle_tolerance, "max_sites": self.max_sites}
         files = []
         if self._auto_class is not None:
-            files += [str(path) for path in custom_object_save(self, save_directory, config=config)]
+            # custom_object_save names a module once per importer: keep each file once
+            files += dict.fromkeys(str(path) for path in custom_object_save(self, save_directory, config=config))
             for name in DATA_FILES:
                 files.append(shutil.copyfile(data_file(name), os.path.join(save_directory, name)))
         config_path = os.path.join(save_directory, TOKENIZER_CONFIG_FILE)
