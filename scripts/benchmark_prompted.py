@@ -34,21 +34,13 @@ def first_site_prompts(crystals: list[WyckoffRepresentation]) -> list[WyckoffRep
     return [WyckoffRepresentation(crystal.space_group, crystal.sites[:1]) for crystal in crystals]
 
 
-def compositional_validity(crystal: WyckoffRepresentation) -> bool | None:
-    """SMACT's verdict; ``None`` (undecided, left out) for elements SMACT has no data for (e.g. Fl)."""
-    try:
-        return composition_validity(crystal.composition)
-    except KeyError:
-        return None
-
-
 def score(samples: list[WyckoffRepresentation], seconds: float, reference: ReferenceSet,
           test: list[WyckoffRepresentation], realise: int, num_workers: int) -> dict[str, float | None]:
     """The metrics of ``COLUMNS``; pyxtal's on the first ``realise`` samples. Samples come from ``generate``, so
     they are Wyckoff-valid by construction."""
     structures, _ = realise_structures(samples[:realise], num_workers, RealisationSettings(timeout=10.0))
     structural = [structure_validity(structure) for structure in structures.values()]
-    compositional = {i: compositional_validity(crystal) for i, crystal in enumerate(samples)}
+    compositional = {i: composition_validity(crystal.composition) for i, crystal in enumerate(samples)}
     decided = [flag for flag in compositional.values() if flag is not None]
     both = [flag and compositional[i] for i, flag in zip(structures, structural, strict=True)
             if compositional[i] is not None]

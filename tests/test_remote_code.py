@@ -141,8 +141,11 @@ def test_remote_code_matches_the_installed_package(name, remote, fresh_checkpoin
         assert torch.allclose(result["hidden"], model.model(**inputs).last_hidden_state, atol=1e-6)
         assert torch.allclose(result["loss"], model(**inputs).loss, atol=1e-6)
         local = model.generate(12, seed=5, space_group=[225, 62, 1] * 4)
-    for key, value in local.items():
-        assert torch.equal(result["generated"][key], value), key
+    for key, value in local.items():  # ids exactly; scores to float tolerance (thread counts may differ)
+        if value.is_floating_point():
+            torch.testing.assert_close(result["generated"][key], value, rtol=0, atol=1e-5)
+        else:
+            assert torch.equal(result["generated"][key], value), key
 
     installed = tokenizer.decode(result["generated"])
     assert [rep.space_group for rep in installed] == [225, 62, 1] * 4
