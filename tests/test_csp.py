@@ -18,15 +18,10 @@ from test_generation_exactness import TINY
 from wyckoff_hf.cli import main
 from wyckoff_hf.generation.csp import formula_unit, predict_structures
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
-from wyckoff_hf.tokenization import WyckoffRepresentation, WyckoffTokenizer, space_group_table
+from wyckoff_hf.tokenization import WyckoffRepresentation, space_group_table
 from wyckoff_hf.tokenization.representation import electronegativity_key
 
 NACL = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> WyckoffTokenizer:
-    return WyckoffTokenizer()
 
 
 @pytest.fixture(scope="module")

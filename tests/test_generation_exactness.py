@@ -14,7 +14,7 @@ import torch
 from scipy.stats import chi2_contingency
 
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
-from wyckoff_hf.tokenization import MASK_ID, STOP_ID, WyckoffRepresentation, WyckoffTokenizer
+from wyckoff_hf.tokenization import MASK_ID, STOP_ID, WyckoffRepresentation
 
 TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_symmetry_embedding_size": 8,
         "enumeration_embedding_size": 4, "derived_feature_size": 4, "num_hidden_layers": 2,
@@ -23,11 +23,6 @@ TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_sym
 UNKNOWN = {"element": ("element_ids", "site_symmetry_ids", "enumeration_ids", "multiplicity", "dof"),
            "site_symmetry": ("site_symmetry_ids", "enumeration_ids", "multiplicity", "dof"),
            "enumeration": ("enumeration_ids", "multiplicity", "dof")}
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> WyckoffTokenizer:
-    return WyckoffTokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,6 @@ TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_sym
 
 
 @pytest.fixture(scope="module")
-def tokenizer() -> WyckoffTokenizer:
-    return WyckoffTokenizer()
-
-
-@pytest.fixture(scope="module")
 def config(tokenizer: WyckoffTokenizer) -> WyckoffTransformerConfig:
     return WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY)
 

@@ -15,17 +15,12 @@ from test_generation_exactness import TINY, generated_batch
 from wyckoff_hf.cli import main
 from wyckoff_hf.evaluation import load_samples
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
-from wyckoff_hf.tokenization import STOP_ID, WyckoffRepresentation, WyckoffTokenizer
+from wyckoff_hf.tokenization import STOP_ID, WyckoffRepresentation
 
 NACL = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
 PEROVSKITE = WyckoffRepresentation.from_sites(221, [("Sr", "a"), ("Ti", "b"), ("O", "c")])
 PNMA = WyckoffRepresentation.from_sites(62, [("Na", "c"), ("Cl", "c"), ("O", "d")])
 FIELDS = ("element", "site_symmetry", "enumeration")
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> WyckoffTokenizer:
-    return WyckoffTokenizer()
 
 
 @pytest.fixture(scope="module")

@@ -19,11 +19,6 @@ NACL = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
 RUTILE = WyckoffRepresentation.from_sites(136, [("Ti", "a"), ("O", "f")])
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return WyckoffTokenizer()
-
-
 def test_vocabularies(tokenizer):
     assert tokenizer.vocab_sizes == {"space_group": 233, "element": 121, "site_symmetry": 81, "enumeration": 11}
     assert len(tokenizer) == 233 + 121 + 81 + 11

@@ -1,0 +1,210 @@
+"""Sample quality against the issue-13 targets: N Wyckoff-level samples, one table (one row per experiment).
+
+    python scripts/benchmark_quality.py --model wyckoff_hf/pretrained/mp20-biternary \\
+        --dataset data_prepared/mp20-biternary-dev --num-samples 10000 [--seed 0] [--temperature T] \\
+        [--markdown-row NAME]
+
+Every row is measured on Wyckoff representations only (no 3D realisation), so 10,000 samples take about a
+minute on one CPU core; the metrics are those of ``wyckoff_hf.evaluation`` (``wyckoff-hf evaluate``), here
+without structures:
+
+- out-of-support #elements: samples whose number of distinct elements never occurs in the train split
+  (an MP-20 binary/ternary model should never write a quaternary);
+- W1 #elements / W1 #sites / space-group TV distance: to the whole test split;
+- Wyckoff novelty and template novelty vs train, Wyckoff uniqueness, P1 fraction, SMACT compositional validity;
+- validation NLL per site: the mean over validation crystals of −log p(sites, STOP | S) / (#sites + 1), where
+  log p is ``forward(...).log_likelihood`` (teacher forcing on the crystal's canonical labelling, temperature 1):
+  one term per site plus the STOP decision, so crystals of different sizes weigh alike. ``forward`` exposes
+  per-field losses rather than per-field log-likelihoods, so the split by field is the mean cross-entropy of each
+  head over the whole validation split (element head: one prediction per site and per STOP; site-symmetry and
+  enumeration heads: one per site).
+
+The baseline column scores real crystals the same way: the first N test rows against train for the set metrics
+(novelty, uniqueness, P1, SMACT, support), and the first N train rows against test for the distances (a test row
+compared with the test split would be at distance 0; train vs test is the floor two samples of the data reach).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from wyckoff_hf.data import load_wyckoff_dataset
+from wyckoff_hf.evaluation import (
+    GeneratedSamples,
+    ReferenceSet,
+    novelty_metrics,
+    symmetry_metrics,
+    validity_metrics,
+    wasserstein_distances,
+)
+from wyckoff_hf.evaluation.statistics import COUNTED_PROPERTIES
+from wyckoff_hf.evaluation.validity import fraction
+from wyckoff_hf.generation import load_generator, sample_crystals
+from wyckoff_hf.generation.jobs import set_threads
+from wyckoff_hf.tokenization import WyckoffRepresentation
+
+NLL_BATCH = 64  # validation crystals per teacher-forced forward pass, of similar sizes
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str
+    label: str
+    target: str
+    is_fraction: bool = False
+
+
+ROWS = (
+    Row("out_of_support_num_elements", "out-of-support #elements (vs train)", "≤ 1 %", True),
+    Row("wasserstein_num_elements", "W1 #elements to test", "≤ 0.05"),
+    Row("wasserstein_num_sites", "W1 #sites to test", "≤ 0.15"),
+    Row("space_group_tv", "space-group TV distance to test", "≤ 0.11"),
+    Row("wyckoff_novel", "Wyckoff novelty vs train", "≥ 92 %", True),
+    Row("template_novel", "template novelty vs train", "≥ 40 %", True),
+    Row("wyckoff_unique", "Wyckoff uniqueness", "≥ 99 %", True),
+    Row("p1_fraction", "P1 fraction", "≤ 1.5 %", True),
+    Row("compositional_valid", "SMACT compositional validity", "≥ test split", True),
+    Row("nll_per_site", "validation NLL per site (nats)", "lower is better"),
+    Row("element_cross_entropy", "  element head CE per prediction (sites + STOP)", "lower is better"),
+    Row("site_symmetry_cross_entropy", "  site-symmetry head CE per site", "lower is better"),
+    Row("enumeration_cross_entropy", "  enumeration head CE per site", "lower is better"),
+)
+DISTANCE_KEYS = ("wasserstein_num_elements", "wasserstein_num_sites", "space_group_tv")
+
+
+def set_metrics(crystals: Sequence[WyckoffRepresentation], train: Sequence[WyckoffRepresentation]
+                ) -> dict[str, float | None]:
+    """The metrics of a set of crystals on its own or against ``train``: support, novelty, uniqueness, P1, SMACT."""
+    count_elements = COUNTED_PROPERTIES["num_elements"]
+    support = {count_elements(rep) for rep in train}
+    samples = GeneratedSamples.from_representations(crystals)
+    novelty = novelty_metrics(samples, train)
+    return {
+        "out_of_support_num_elements": fraction(sum(count_elements(rep) not in support for rep in crystals),
+                                                len(crystals)),
+        **{key: novelty[key] for key in ("wyckoff_novel", "template_novel", "wyckoff_unique")},
+        "p1_fraction": symmetry_metrics(crystals, [])["p1_fraction"],
+        "compositional_valid": validity_metrics(samples, structure_metrics=False)["compositional_valid"],
+    }
+
+
+def distance_metrics(crystals: Sequence[WyckoffRepresentation], test: Sequence[WyckoffRepresentation]
+                     ) -> dict[str, float | None]:
+    """W1 of #elements and #sites and the space-group TV distance of ``crystals`` to ``test``."""
+    distances = wasserstein_distances(crystals, test)
+    return {"wasserstein_num_elements": distances["wasserstein_num_elements"],
+            "wasserstein_num_sites": distances["wasserstein_num_sites"],
+            "space_group_tv": symmetry_metrics(crystals, test)["space_group_tv"]}
+
+
+@torch.no_grad()
+def validation_nll(model, tokenizer, validation: Sequence[WyckoffRepresentation]) -> dict[str, float]:
+    """Validation NLL per site (see the module docstring) and the per-head mean cross-entropies.
+
+    Each head's batch loss is a mean over that batch's predictions, so it is weighted by their count
+    (element: sites + STOP; the other heads: sites) to give the mean over the whole split."""
+    if not validation:
+        raise ValueError("the validation NLL needs a validation split with at least one crystal")
+    order = sorted(range(len(validation)), key=lambda i: len(validation[i].sites))  # little padding per batch
+    nll_per_site = 0.0
+    cross_entropy = {"element": 0.0, "site_symmetry": 0.0, "enumeration": 0.0}
+    predictions = {"element": 0, "site_symmetry": 0, "enumeration": 0}
+    for start in range(0, len(order), NLL_BATCH):
+        batch = tokenizer([validation[i] for i in order[start:start + NLL_BATCH]], return_tensors="pt")
+        output = model(**batch.to(model.device))
+        tokens = batch["attention_mask"].sum(1)  # sites + STOP, per crystal
+        nll_per_site += float((-output.log_likelihood / tokens).sum())
+        counts = {"element": int(tokens.sum()), "site_symmetry": int((tokens - 1).sum())}
+        counts["enumeration"] = counts["site_symmetry"]
+        for field, count in counts.items():
+            cross_entropy[field] += float(getattr(output, f"{field}_loss")) * count
+            predictions[field] += count
+    return {"nll_per_site": nll_per_site / len(validation),
+            **{f"{field}_cross_entropy": total / predictions[field] if predictions[field] else float("nan")
+               for field, total in cross_entropy.items()}}
+
+
+def format_value(row: Row, value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{100 * value:.2f} %" if row.is_fraction else f"{value:.3f}"
+
+
+def quality_table(values: dict[str, float | None], baseline: dict[str, float | None]) -> str:
+    lines = ["| metric | target | value | test split (baseline) |", "|---|---|---:|---:|"]
+    lines += [f"| {row.label} | {row.target} | {format_value(row, values.get(row.key))} | "
+              f"{format_value(row, baseline.get(row.key))} |" for row in ROWS]
+    return "\n".join(lines)
+
+
+def experiments_row(name: str, command: str, values: dict[str, float | None]) -> str:
+    """One row of ``model_cards/experiments.md``: experiment, command, then the value of every ``ROWS`` metric."""
+    return "| " + " | ".join([name, f"`{command}`", *(format_value(row, values.get(row.key)) for row in ROWS)]) + " |"
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command that reproduces the row: this script with ``argv`` less ``--markdown-row NAME``."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--markdown-row="):
+            skip = False
+            continue
+        skip = arg == "--markdown-row"
+        if not skip:
+            kept.append(arg)
+    return shlex.join(["python", "scripts/benchmark_quality.py", *kept])
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="a model folder saved with save_pretrained, or a Hub id")
+    parser.add_argument("--dataset", required=True, help="a prepared dataset (train, validation, test splits)")
+    parser.add_argument("--num-samples", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="sampling temperature (default: the model's generation_config)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--markdown-row", metavar="NAME", help="also print the experiments-table row named NAME")
+    args = parser.parse_args(argv)
+    if args.num_samples < 1:
+        parser.error(f"--num-samples must be at least 1, got {args.num_samples}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | None]]:
+    """Print the quality table (and the experiments row with ``--markdown-row``); return the values and baseline."""
+    args = parse_args(argv)
+    start = time.perf_counter()
+    set_threads(None, args.device)
+    model, tokenizer = load_generator(args.model, args.device)
+    reference = ReferenceSet.from_dataset(load_wyckoff_dataset(args.dataset))
+    if not reference.validation:
+        raise ValueError(f"{args.dataset} has no validation split: the validation NLL needs one")
+    sampling = time.perf_counter()
+    crystals = sample_crystals(model, tokenizer, args.num_samples, seed=args.seed, temperature=args.temperature)
+    sampling = time.perf_counter() - sampling
+    values = {**set_metrics(crystals, reference.train), **distance_metrics(crystals, reference.test),
+              **validation_nll(model, tokenizer, reference.validation)}
+    baseline = {**set_metrics(reference.test[:args.num_samples], reference.train),
+                **distance_metrics(reference.train[:args.num_samples], reference.test)}
+    seconds = time.perf_counter() - start
+    temperature = args.temperature if args.temperature is not None else model.generation_config.temperature
+    print(f"model {args.model}, {len(crystals)} samples (seed {args.seed}, temperature {temperature}); reference "
+          f"{args.dataset}: {len(reference.train)} train, {len(reference.validation)} validation, "
+          f"{len(reference.test)} test rows ({len(reference.skipped)} skipped)")
+    print(quality_table(values, baseline))
+    print(f"wall time {seconds:.1f} s (sampling {sampling:.1f} s)")
+    if args.markdown_row:
+        print(experiments_row(args.markdown_row, command_line(sys.argv[1:] if argv is None else argv), values))
+    return {"values": values, "baseline": baseline}
+
+
+if __name__ == "__main__":
+    main()
