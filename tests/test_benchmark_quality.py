@@ -1,0 +1,104 @@
+"""scripts/benchmark_quality.py on a tiny random model and a tiny prepared dataset: every row, sane values."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from wyckoff_hf.data import add_wyckoff_columns, load_crystal_csv_splits, load_wyckoff_dataset, write_parquet_splits
+from wyckoff_hf.evaluation import ReferenceSet
+from wyckoff_hf.generation import load_generator
+from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
+from wyckoff_hf.tokenization import WyckoffTokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_symmetry_embedding_size": 8,
+        "enumeration_embedding_size": 4, "derived_feature_size": 4, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 32, "hidden_dropout_prob": 0.0, "max_sites": 8}
+NUM_SAMPLES = 300
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_quality", ROOT / "scripts" / "benchmark_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    tokenizer = WyckoffTokenizer()
+    torch.manual_seed(0)
+    model = WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY))
+    path = tmp_path_factory.mktemp("model")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory, shared_data) -> Path:
+    """40 train / 10 validation / 20 test crystals of MP-20 binaries/ternaries with at most 8 sites."""
+    source = tmp_path_factory.mktemp("source")
+    frame = pd.read_csv(shared_data / "mp_20_biternary" / "val.csv.gz", nrows=70)
+    for name, rows in (("train", frame[:40]), ("val", frame[40:50]), ("test", frame[50:])):
+        rows.to_csv(source / f"{name}.csv.gz", index=False)
+    dataset, failures = add_wyckoff_columns(load_crystal_csv_splits(source, layout="cdvae"))
+    assert failures.empty
+    dataset = dataset.filter(lambda row: len(row["letters"]) <= TINY["max_sites"])
+    out = tmp_path_factory.mktemp("prepared")
+    write_parquet_splits(dataset, out)
+    return out
+
+
+def test_table_has_every_row_and_sane_values(benchmark, tiny_model, tiny_dataset, capsys):
+    result = benchmark.main(["--model", str(tiny_model), "--dataset", str(tiny_dataset), "--num-samples",
+                             str(NUM_SAMPLES), "--seed", "3", "--markdown-row", "tiny"])
+    out = capsys.readouterr().out
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert table[0] == "| metric | target | value | test split (baseline) |"
+    assert [line.split(" | ")[0].removeprefix("| ") for line in table[1:-1]] == [row.label for row in benchmark.ROWS]
+    assert f"{NUM_SAMPLES} samples (seed 3" in out and "wall time" in out
+
+    values, baseline = result["values"], result["baseline"]
+    fractions = [row.key for row in benchmark.ROWS if row.is_fraction]
+    for key in fractions:
+        assert 0.0 <= values[key] <= 1.0, key
+        assert 0.0 <= baseline[key] <= 1.0, key
+    assert baseline["p1_fraction"] == 0.0  # the 20 test crystals are symmetric
+    for key in benchmark.DISTANCE_KEYS:
+        assert values[key] >= 0.0 and baseline[key] >= 0.0
+    assert 0.0 <= values["space_group_tv"] <= 1.0
+    assert values["nll_per_site"] > 1.0  # a random model spreads its mass over ~100 elements per site
+    assert all(values[f"{field}_cross_entropy"] > 0 for field in ("element", "site_symmetry", "enumeration"))
+
+    row = table[-1]
+    assert row.startswith("| tiny | `python scripts/benchmark_quality.py --model ") and "--markdown-row" not in row
+    header = next(line for line in (ROOT / "model_cards" / "experiments.md").read_text().splitlines()
+                  if line.startswith("| experiment |"))
+    assert row.count(" | ") == header.count(" | ")  # the row fits the experiments table
+
+
+def test_validation_nll_does_not_depend_on_batching(benchmark, tiny_model, tiny_dataset, monkeypatch):
+    model, tokenizer = load_generator(tiny_model)
+    validation = ReferenceSet.from_dataset(load_wyckoff_dataset(tiny_dataset)).validation
+    batched = benchmark.validation_nll(model, tokenizer, validation)
+    monkeypatch.setattr(benchmark, "NLL_BATCH", 1)
+    one_by_one = benchmark.validation_nll(model, tokenizer, validation)
+    assert one_by_one == pytest.approx(batched, rel=1e-5)
+    expected = -sum(float(model(**tokenizer([rep], return_tensors="pt")).log_likelihood) / (len(rep.sites) + 1)
+                    for rep in validation) / len(validation)
+    assert batched["nll_per_site"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_command_line_drops_the_row_name(benchmark):
+    assert benchmark.command_line(["--model", "m", "--markdown-row", "a b", "--seed", "1"]) == \
+        "python scripts/benchmark_quality.py --model m --seed 1"
+    assert benchmark.command_line(["--markdown-row=x", "--dataset", "d"]) == \
+        "python scripts/benchmark_quality.py --dataset d"
