@@ -3,8 +3,9 @@
     python scripts/calibrate_temperature.py CHECKPOINT_DIR --dataset DIR_OR_HUB_ID \
         [--temperatures 0.4,0.5,...] [--rows 2000] [--samples-per-row 4] [--summary training_summary.json]
 
-The same procedure ``scripts/train.py`` runs after training (``wyckoff_hf.calibration``); it rewrites the
-checkpoint's ``config.json`` and, with ``--summary``, the ``temperature_scan`` of a training summary.
+The same procedure ``scripts/train.py`` runs after training (``wyckoff_hf.generation.calibration``); it rewrites
+the checkpoint's ``generation_config.json`` and, with ``--summary``, the ``calibration`` and
+``sampling_temperature`` of a training summary.
 """
 
 from __future__ import annotations

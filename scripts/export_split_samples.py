@@ -11,7 +11,14 @@ from __future__ import annotations
 import argparse
 
 from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
-from wyckoff_hf.generation.output import STRUCTURES_DIR, line_sha256, sample_line, write_samples, write_structure
+from wyckoff_hf.generation.output import (
+    STRUCTURES_DIR,
+    line_sha256,
+    prepare_output_dir,
+    sample_line,
+    write_samples,
+    write_structure,
+)
 from wyckoff_hf.tokenization import load_structure
 
 
@@ -21,11 +28,13 @@ def main() -> None:
     parser.add_argument("--split", default="test", help="which split to export")
     parser.add_argument("--num", type=int, default=1000, help="first N rows of the split")
     parser.add_argument("--output-dir", "--out", dest="out", required=True, help="samples folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="clear a non-empty output folder first")
     args = parser.parse_args()
     rows = load_wyckoff_dataset(args.dataset)[args.split]
     rows = rows.select(range(min(args.num, len(rows))))
     representations = [representation_from_row(row) for row in rows]
-    out = write_samples(args.out, representations, {"source": {"dataset": args.dataset, "split": args.split}})
+    source = {"source": {"dataset": args.dataset, "split": args.split}}
+    out = write_samples(prepare_output_dir(args.out, args.overwrite), representations, source)
     (out / STRUCTURES_DIR).mkdir(exist_ok=True)
     for index, (rep, cif) in enumerate(zip(representations, rows["cif"], strict=True)):
         write_structure(out, index, load_structure(cif), line_sha256(sample_line(rep)))

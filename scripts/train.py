@@ -8,10 +8,10 @@ docs/training.md has the multi-GPU and multi-node commands. Options are named as
 ``transformers.TrainingArguments`` where the meaning is the same, and every default reproduces the shipped
 model (``wyckoff_hf/pretrained/mp20-biternary``). The run writes
 
-- ``OUTPUT_DIR`` itself: the best model by validation loss (``save_pretrained``: config.json with the training
-  split's space-group prior and the calibrated sampling temperature, model.safetensors, the modeling code for
-  ``trust_remote_code``), the tokenizer, the model card ``README.md``, ``metrics.jsonl`` (every logged value)
-  and ``training_summary.json``;
+- ``OUTPUT_DIR`` itself: the best model by validation loss (``save_pretrained``: config.json,
+  generation_config.json with the training split's space-group prior and the calibrated sampling temperature,
+  model.safetensors, the modeling code for ``trust_remote_code``), the tokenizer, the model card ``README.md``,
+  ``metrics.jsonl`` (every logged value) and ``training_summary.json``;
 - ``OUTPUT_DIR/checkpoint-N/`` (N = optimizer steps so far, as ``Trainer`` names them): ``accelerator.save_state``
   plus ``trainer_state.json``, resumed with ``--resume-from-checkpoint latest`` (or a path).
 
@@ -45,6 +45,7 @@ from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from wyckoff_hf.cards import write_model_card
+from wyckoff_hf.cards.model_card import CONFIG_NOT_SHOWN
 from wyckoff_hf.data import load_wyckoff_dataset
 from wyckoff_hf.generation.calibration import calibrate_checkpoint
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
@@ -435,8 +436,7 @@ def finish(output_dir: Path, args: TrainArguments, data_args: DataArguments, mod
         "calibration": calibration, "num_parameters": model.num_parameters(),
         "train_crystals_per_process": state["train_crystals_per_process"],
         "hyperparameters": {**asdict(args), "model_config": model_args.config},
-        "model_config": {k: v for k, v in model.config.to_diff_dict().items()
-                         if k not in ("wyckoff_positions", "element_vocabulary", "space_group_counts")},
+        "model_config": {k: v for k, v in model.config.to_diff_dict().items() if k not in CONFIG_NOT_SHOWN},
     }
     (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
     write_model_card(output_dir, summary, model_id=args.hub_model_id or str(output_dir))

@@ -261,3 +261,18 @@ def test_workers_die_with_a_killed_parent(tmp_path):
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in workers)
+
+
+def test_a_structure_that_cannot_be_written_is_a_recorded_failure(tmp_path, monkeypatch):
+    import wyckoff_hf.generation.realisation as realisation
+
+    def refuse(out_dir, index, structure, sample_hash, fmt):
+        raise ValueError("symmetrisation failed")
+
+    monkeypatch.setattr(realisation, "write_structure", refuse)
+    out = generated_folder(tmp_path / "out", [NACL])
+    summary = realise_folder(out, num_workers=1)
+    assert (summary.realised, summary.failed) == (0, 1)
+    with open(out / FAILURES_FILE, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[1][:3] == ["0", str(NACL), "write"] and rows[1][3] == "ValueError: symmetrisation failed"

@@ -326,3 +326,10 @@ def test_known_crystals_of_sun_novelty_are_train_plus_validation():
     assert [str(rep) for rep in reference.validation] == ["Fm-3m (225): K 4a, Cl 4b"]
     assert reference.known_cifs == reference.train_cifs + reference.validation_cifs
     assert reference.known_formulas == [*reference.train_formulas, "KCl"]
+
+
+def test_one_structure_object_listed_twice_counts_once_and_first():
+    from wyckoff_hf.evaluation.novelty import unique_structures
+
+    salt = rock_salt()
+    assert unique_structures([salt, salt, moved_copy(salt)]) == [True, False, False]

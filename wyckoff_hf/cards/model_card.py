@@ -15,9 +15,8 @@ from huggingface_hub import ModelCardData
 from .rendering import render_card, template_path
 
 TEMPLATE = "model_card.md"
-# config entries the card does not list: tables, bookkeeping, and the temperature (it has its own section)
-CONFIG_NOT_SHOWN = ("wyckoff_positions", "element_vocabulary", "space_group_counts", "sampling_temperature",
-                    "auto_map", "transformers_version", "architectures", "dtype")
+# config entries the card does not list: the element vocabulary and bookkeeping
+CONFIG_NOT_SHOWN = ("element_vocabulary", "auto_map", "transformers_version", "architectures", "dtype")
 
 
 def _evaluation_section(metrics: dict[str, Any] | None) -> str:

@@ -63,7 +63,9 @@ def _matcher() -> StructureMatcher:
 
 def _first_of_groups(structures: list[Structure]) -> list[bool]:
     """Per structure: it is the first (in input order) of its group of mutually matching structures."""
-    position = {id(structure): i for i, structure in enumerate(structures)}
+    position: dict[int, int] = {}
+    for i, structure in enumerate(structures):  # one object listed twice: its first position counts
+        position.setdefault(id(structure), i)
     flags = [False] * len(structures)
     for group in _matcher().group_structures(structures):
         flags[min(position[id(structure)] for structure in group)] = True

@@ -13,7 +13,6 @@ its reason instead of being dropped. Trailing blank lines end the file; they are
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass, field
@@ -22,12 +21,12 @@ from pathlib import Path
 from pymatgen.core import Structure
 
 from ..generation.output import (
-    FAILURES_FILE,
     SAMPLES_FILE,
     STRUCTURE_FORMATS,
     STRUCTURES_DIR,
     ManifestError,
     line_sha256,
+    read_failures,
     read_manifest,
     read_structure,
     verify_samples_file,
@@ -139,13 +138,9 @@ def load_samples(path: str | os.PathLike, num_workers: int | None = 1,
                 raise ManifestError(f"{file} does not belong to line {index + 1} of {jsonl} (a file left by "
                                     "another run?); generate again into an empty folder")
             samples.structures[index] = structure
-        failures = path / FAILURES_FILE
-        if failures.is_file():
-            with open(failures, newline="") as f:
-                for row in csv.DictReader(f):
-                    index = int(row["index"])
-                    if index not in samples.structures:
-                        samples.structure_errors.setdefault(index, f"pyxtal: {row['reason']}")
+        for index, row in read_failures(path).items():
+            if index not in samples.structures:
+                samples.structure_errors.setdefault(index, f"pyxtal: {row['reason']}")
     return samples
 
 

@@ -6,7 +6,7 @@
 Sampling is ``model.generate(composition=...)``: masks keep the composition reachable at every step, so every
 sample holds exactly Z formula units of it (Z ≥ 1, at most ``max_atoms`` atoms per conventional cell). Those masks
 renormalise each step, so the sampler's scores are not the model's probabilities, and one crystal can be sampled in
-several labellings (the Euclidean normalizer's equivalent choices of letters, each a different sequence). The
+several labellings (the affine normalizer's equivalent choices of letters, each a different sequence). The
 samples are therefore deduplicated by canonical form and each distinct crystal is scored by the model itself:
 log p(S) + log Σ p(labelling | S) over its distinct labellings (teacher-forced ``forward``, temperature 1; estimated
 from 16 of them where there are more), its probability as a crystal, which orders crystals as the model's
@@ -63,7 +63,7 @@ def formula_unit(composition: str | Mapping[str, float] | Any) -> dict[str, int]
 
 
 def labellings(representation: WyckoffRepresentation) -> list[WyckoffRepresentation]:
-    """The distinct labellings of one crystal (its relabellings by the Euclidean normalizer), each with its sites in
+    """The distinct labellings of one crystal (its relabellings by the affine normalizer), each with its sites in
     canonical order: the different sequences the model can produce for that crystal."""
     table = space_group_table(representation.space_group)
     letters = np.array([table.letter_index(site.letter) for site in representation.sites])

@@ -56,7 +56,7 @@ class ManifestError(ValueError):
 class RealisationFailure:
     index: int
     representation: str
-    limit: str  # "attempts" (deterministic) or "time" (the wall-time safety net, depends on machine load)
+    limit: str  # "attempts" (deterministic), "time" (the wall-time safety net, load-dependent) or "write" (the file)
     reason: str
 
 

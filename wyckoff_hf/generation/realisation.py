@@ -108,7 +108,10 @@ def _realise_into(job: tuple[Path, WyckoffRepresentation, int, str, RealisationS
     result = realise_one(representation, index, settings)
     if isinstance(result, RealisationFailure):
         return result
-    write_structure(out_dir, index, result, sample_hash, settings.format)
+    try:
+        write_structure(out_dir, index, result, sample_hash, settings.format)
+    except Exception as err:  # symmetrising or writing one file must not stop the job (nor every resume)
+        return RealisationFailure(index, str(representation), "write", f"{type(err).__name__}: {err}")
     return None
 
 
@@ -148,6 +151,7 @@ def realise_folder(out_dir: str | Path, num_workers: int | None = None,
     out = Path(out_dir)
     manifest = read_manifest(out)
     if manifest is not None and manifest.get(REALISATION_KEY) is None:
+        verify_samples_file(out, manifest)  # an edited samples file fails before the manifest is touched
         manifest[REALISATION_KEY] = asdict(settings or RealisationSettings())
         write_manifest(out, manifest)
     representations, pending, settings = pending_samples(out)

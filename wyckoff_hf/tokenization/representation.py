@@ -71,10 +71,6 @@ class WyckoffSite:
         return f"{self.element} {self.multiplicity}{self.letter}"
 
 
-def _sort_key(site: WyckoffSite, space_group: int) -> tuple[float, int, int]:
-    return (*electronegativity_key(site.element), space_group_table(space_group).letter_index(site.letter))
-
-
 @dataclass(frozen=True, slots=True)
 class WyckoffRepresentation:
     """A crystal as (space group, sites), sites in canonical order. Validated on construction."""
