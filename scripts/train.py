@@ -23,7 +23,6 @@ with the same global batch (up to float summation order). Only the main process 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import math
 import os
@@ -51,12 +50,12 @@ from wyckoff_hf.generation.calibration import calibrate_checkpoint
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import WyckoffTokenizer
 from wyckoff_hf.utils.hub import HubRepoError, ensure_hub_repo
+from wyckoff_hf.utils.parallel import die_with_parent
 
 FIELD_LOSSES = ("element_loss", "site_symmetry_loss", "enumeration_loss")
 CHECKPOINT_PREFIX = "checkpoint-"
 STAGING_DIR = ".best-model-staging"
 PUSH_IGNORE = [f"{CHECKPOINT_PREFIX}*/*", "runs/*", f"{STAGING_DIR}/*"]
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass
@@ -156,17 +155,11 @@ def checkpoint_to_resume(resume_from_checkpoint: str | None, output_dir: Path) -
     return folder
 
 
-def die_with_parent(*_: object) -> None:
-    """Have Linux SIGTERM this process when its parent exits (``prctl(PR_SET_PDEATHSIG)``).
-
-    A launcher killed with SIGKILL (``accelerate launch``, ``torchrun``) cannot stop its workers, which would
-    train on as orphans; DataLoader workers (this is their ``worker_init_fn``) would notice only seconds later.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the parent died before the request
-        os.kill(os.getpid(), signal.SIGTERM)
+def die_with_launcher(*_: object) -> None:
+    """SIGTERM this process when its parent exits. A launcher killed with SIGKILL (``accelerate launch``,
+    ``torchrun``) cannot stop its workers, which would train on as orphans; DataLoader workers (this is their
+    ``worker_init_fn``) would notice only seconds later."""
+    die_with_parent(os.getppid(), signal.SIGTERM)
 
 
 def launched() -> bool:
@@ -299,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     output_dir = Path(args.output_dir)
     resume = checkpoint_to_resume(args.resume_from_checkpoint, output_dir)
     if launched():
-        die_with_parent()
+        die_with_launcher()
     accelerator = make_accelerator(args)
     if args.push_to_hub and accelerator.is_main_process:
         try:
@@ -320,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     collate = partial(tokenizer.pad, return_tensors="pt")
     workers = {"num_workers": args.dataloader_num_workers, "persistent_workers": args.dataloader_num_workers > 0,
-               "worker_init_fn": die_with_parent if args.dataloader_num_workers else None}
+               "worker_init_fn": die_with_launcher if args.dataloader_num_workers else None}
     # Batches of similar lengths: the cascade loss costs (tokens per crystal)² per crystal, so padding a
     # batch of 4-site crystals to one 20-site crystal would waste most of an epoch. The sampler draws global
     # batches, which the prepared loader slices across processes. Reseeded every epoch.

@@ -39,11 +39,12 @@ def resolve_workers(num_workers: int | None) -> int:
     return num_workers
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Make this process exit as soon as ``parent_pid`` (its parent) is gone, however the parent died."""
+def die_with_parent(parent_pid: int, sig: int = signal.SIGKILL) -> None:
+    """Make this process exit as soon as ``parent_pid`` (its parent) is gone, however the parent died: on Linux
+    the kernel sends it ``sig`` (SIGTERM lets a trainer's atexit handlers run)."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        if libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     else:
         def watch() -> None:
