@@ -1,7 +1,8 @@
-"""Shared fixtures: the shared data folder, the default tokenizer and the local Hub stand-in."""
+"""Shared fixtures: the shared data folder, the default tokenizer, the local Hub stand-in and a pyxtal that stalls."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,3 +31,28 @@ def tokenizer() -> WyckoffTokenizer:
 def fake_hub() -> Iterator[FakeHub]:
     """A local Hub stand-in: ``.endpoint``, ``.env`` (for subprocesses) and ``.files[repo_id][path]``."""
     yield from serve_fake_hub()
+
+
+STALLING_GROUP = 160  # R3m: pyxtal's placement stalls for this group under ``stalling_pyxtal``
+
+
+@pytest.fixture
+def stalling_pyxtal(monkeypatch: pytest.MonkeyPatch) -> float:
+    """pyxtal whose placement in R3m sleeps far past any limit under test (other groups place normally).
+
+    Whether real pyxtal gives up on a crowded R3m sample within a time limit depends on the CPU (5 s on one
+    machine, under 1 s on another), so tests of the limit itself stall deterministically instead. Pool
+    workers are forked, so they inherit the patch. Returns the stall in seconds.
+    """
+    import pyxtal
+
+    stall = 120.0
+    place = pyxtal.pyxtal.from_random
+
+    def from_random(self, dim, group, *args, **kwargs):
+        if group == STALLING_GROUP:
+            time.sleep(stall)
+        return place(self, dim, group, *args, **kwargs)
+
+    monkeypatch.setattr(pyxtal.pyxtal, "from_random", from_random)
+    return stall
