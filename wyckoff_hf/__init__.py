@@ -16,6 +16,7 @@ _EXPORTS = {
     "WyckoffTokenizer": ".tokenization",
     "WyckoffTransformerConfig": ".modeling",
     "WyckoffTransformerForCrystalGeneration": ".modeling",
+    "WyckoffTransformerForPropertyPrediction": ".modeling",
     "WyckoffTransformerModel": ".modeling",
     "register_auto_classes": ".registration",
 }

@@ -1,10 +1,12 @@
-"""The neural side: the WyckoffTransformer config, encoder and cascade generator (transformers 5 models)."""
+"""The neural side (transformers 5 models): the WyckoffTransformer config, encoder, cascade generator and property
+predictor."""
 
 from .configuration_wyckoff_transformer import WyckoffTransformerConfig
 from .modeling_wyckoff_transformer import (
     CrystalGenerationModelOutput,
     GeneratedCrystals,
     WyckoffTransformerForCrystalGeneration,
+    WyckoffTransformerForPropertyPrediction,
     WyckoffTransformerModel,
     WyckoffTransformerPreTrainedModel,
 )
@@ -14,6 +16,7 @@ __all__ = [
     "GeneratedCrystals",
     "WyckoffTransformerConfig",
     "WyckoffTransformerForCrystalGeneration",
+    "WyckoffTransformerForPropertyPrediction",
     "WyckoffTransformerModel",
     "WyckoffTransformerPreTrainedModel",
 ]

@@ -30,6 +30,9 @@ from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
 CONSTRUCTION_ONLY = ("wyckoff_positions", "element_canonical_order")
+CONDITION_FIELDS = ("condition_names", "condition_mean", "condition_std", "condition_embedding_size",
+                    "condition_dropout_prob")
+LABEL_FIELDS = ("label_mean", "label_std", "regression_loss")
 _SCALAR = r'(?:"(?:[^"\\]|\\.)*"|[-+\w.]+)'
 # a JSON list of scalars (strings, numbers, literals), as json.dumps(indent=2) spreads it over one line per item
 _SCALAR_LIST = re.compile(rf"\[\s*({_SCALAR}(?:,\s*{_SCALAR})*)\s*\]")
@@ -38,7 +41,8 @@ _SCALAR_LIST = re.compile(rf"\[\s*({_SCALAR}(?:,\s*{_SCALAR})*)\s*\]")
 @strict
 class WyckoffTransformerConfig(PreTrainedConfig):
     r"""
-    Configuration of [`WyckoffTransformerModel`] and [`WyckoffTransformerForCrystalGeneration`].
+    Configuration of [`WyckoffTransformerModel`], [`WyckoffTransformerForCrystalGeneration`] and
+    [`WyckoffTransformerForPropertyPrediction`].
 
     Every token of a crystal is a tuple of fields (space group, element, site symmetry, enumeration) plus
     two derived integers (multiplicity, dof). Each field has its own embedding; the token vector is their
@@ -67,6 +71,18 @@ class WyckoffTransformerConfig(PreTrainedConfig):
         element_canonical_order: construction input, not saved: the element ids in the canonical site order of
             the training data (Pauling electronegativity, then Z); sampling keeps sites in this order.
         pad_token_id, stop_token_id, mask_token_id: the special ids shared by all fields.
+        label_mean, label_std: per-label standardisation of regression targets (property prediction): the
+            network fits standardised values, so one learning rate suits eV/atom and eV alike, and its outputs
+            come back in the labels' own units. ``None``: 0 and 1.
+        regression_loss: ``"l1"`` (the field reports mean absolute errors, and L1 fits them directly, unmoved by
+            the long tail of large band gaps) or ``"mse"`` (transformers' default for regression).
+        condition_names: the scalar properties a generator is conditioned on (e.g. ``["band_gap"]``); ``None``
+            for an unconditional generator. Each crystal's condition vector is embedded and concatenated into
+            every token, like the space group, so ``hidden_size`` grows by ``condition_embedding_size``.
+        condition_mean, condition_std: standardisation of the conditions (from the training split).
+        condition_embedding_size: width of the condition embedding.
+        condition_dropout_prob: chance that a condition is dropped (treated as unknown) for a crystal in training,
+            so one network learns p(x | c) and p(x) together, as classifier-free guidance needs.
     """
 
     model_type = "wyckoff_transformer"
@@ -95,6 +111,14 @@ class WyckoffTransformerConfig(PreTrainedConfig):
     pad_token_id: int | None = 0
     stop_token_id: int = 1
     mask_token_id: int = 2
+    label_mean: list[float] | None = None
+    label_std: list[float] | None = None
+    regression_loss: str = "l1"
+    condition_names: list[str] | None = None
+    condition_mean: list[float] | None = None
+    condition_std: list[float] | None = None
+    condition_embedding_size: int = 16
+    condition_dropout_prob: float | int = 0.2
 
     def __post_init__(self, **kwargs: Any) -> None:
         if self.wyckoff_positions is not None and self.num_wyckoff_positions is None:
@@ -105,7 +129,8 @@ class WyckoffTransformerConfig(PreTrainedConfig):
     def hidden_size(self) -> int:
         """d_model: the concatenated width of all field embeddings."""
         return (self.space_group_embedding_size + self.element_embedding_size + self.site_symmetry_embedding_size
-                + self.enumeration_embedding_size + self.derived_feature_size)
+                + self.enumeration_embedding_size + self.derived_feature_size
+                + (self.condition_embedding_size if self.condition_names else 0))
 
     def validate_architecture(self) -> None:
         """Part of ``@strict`` validation: shapes and tables that the model could not be built from."""
@@ -125,15 +150,36 @@ class WyckoffTransformerConfig(PreTrainedConfig):
             if len(row) != 5 or not all(0 <= row[k] < limits[k] for k in range(3)):
                 raise ValueError(f"wyckoff_positions row {row} is not [space_group_id, site_symmetry_id, "
                                  f"enumeration_id, multiplicity, dof] within the vocabulary sizes {limits}")
+        if self.regression_loss not in ("l1", "mse"):
+            raise ValueError(f"regression_loss must be 'l1' or 'mse', got {self.regression_loss!r}")
+        for name in ("label_mean", "label_std"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.num_labels:
+                raise ValueError(f"{name} has {len(values)} values for num_labels={self.num_labels}")
+        conditions = self.condition_names or []
+        if len(set(conditions)) != len(conditions):
+            raise ValueError(f"condition_names {conditions} repeat a name")
+        for name in ("condition_mean", "condition_std"):
+            values = getattr(self, name)
+            if values is not None and len(values) != len(conditions):
+                raise ValueError(f"{name} has {len(values)} values for condition_names {conditions}")
+        if any(std <= 0 for std in (self.label_std or []) + (self.condition_std or [])):
+            raise ValueError("label_std and condition_std must be positive")
+        if not 0 <= self.condition_dropout_prob < 1:
+            raise ValueError(f"condition_dropout_prob must be in [0, 1), got {self.condition_dropout_prob}")
         order = self.element_canonical_order
         if order is not None and sorted(order) != list(range(self.mask_token_id + 1, self.element_vocab_size)):
             raise ValueError("element_canonical_order must list every element id (all but the special tokens) "
                              "exactly once")
 
     def to_dict(self) -> dict[str, Any]:
-        """As ``PreTrainedConfig.to_dict``, without the tables the model stores as buffers in its weights."""
+        """As ``PreTrainedConfig.to_dict``, without the tables the model stores as buffers in its weights, and
+        without the condition fields of an unconditional model or the label fields of a model without a
+        ``problem_type`` (their defaults come back on loading): a config shows what applies to its model."""
         output = super().to_dict()
-        for key in CONSTRUCTION_ONLY:
+        unused = [*CONSTRUCTION_ONLY, *(() if self.condition_names else CONDITION_FIELDS),
+                  *(() if self.problem_type else LABEL_FIELDS)]
+        for key in unused:
             output.pop(key, None)
         return output
 

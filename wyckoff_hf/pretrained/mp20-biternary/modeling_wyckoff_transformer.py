@@ -60,7 +60,7 @@ from transformers import GenerationConfig, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutput
+from transformers.modeling_outputs import BaseModelOutput, SequenceClassifierOutput
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.utils import ModelOutput, logging
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
@@ -130,7 +130,9 @@ class GeneratedCrystals(ModelOutput):
         the tempered per-step distributions (softmax(logits / T)), not a tempered joint. Rejection
         (``required_elements``) does not change it: the normalising constant of the conditional is the acceptance
         rate. With a ``prompt`` it is the log-probability of the completion given the prompt (the prompt's own
-        steps count 0): at T = 1, the sequence's ``forward`` log-likelihood less that of its prompt's steps.
+        steps count 0): at T = 1, the sequence's ``forward`` log-likelihood less that of its prompt's steps. With
+        a ``condition`` it is the log-probability under the conditional (guided, for ``guidance_scale`` ≠ 1)
+        per-step distributions the sample was drawn from.
     acceptance_rate: with ``required_elements``, accepted / drawn samples of the rejection sampler; else ``None``.
     """
 
@@ -445,8 +447,52 @@ class CompositionSites:
             self.states[row] = self.moves.advance(self.groups[row], self.states[row], *site)
 
 
+class ConditionEmbedding(nn.Module):
+    """One vector per crystal from its scalar conditions (``config.condition_names``), standardised.
+
+    A NaN condition is unknown: the network sees (0, known = 0) for it, so a crystal with every condition unknown
+    gets one learned vector, the unconditional embedding of classifier-free guidance.
+    """
+
+    def __init__(self, config: WyckoffTransformerConfig) -> None:
+        super().__init__()
+        self.config = config
+        count, width = len(config.condition_names), config.condition_embedding_size
+        self.project = nn.Sequential(nn.Linear(2 * count, width), nn.GELU(), nn.Linear(width, width))
+
+    def forward(self, conditions: torch.Tensor) -> torch.Tensor:
+        config, count = self.config, len(self.config.condition_names)
+        mean = torch.tensor(config.condition_mean or [0.0] * count, device=conditions.device)
+        std = torch.tensor(config.condition_std or [1.0] * count, device=conditions.device)
+        known = ~conditions.isnan()
+        scaled = ((conditions.float() - mean) / std).nan_to_num(0.0)
+        features = torch.cat([scaled, known.float()], dim=-1)
+        return self.project(features.to(self.project[0].weight.dtype))
+
+
+@dataclass
+class Guidance:
+    """The conditions of the samples of a batch (one row each) and the classifier-free guidance scale."""
+
+    conditions: torch.Tensor
+    scale: float
+
+    def take(self, rows: torch.Tensor) -> "Guidance":
+        return Guidance(self.conditions[rows], self.scale)
+
+    def logits(self, logits_of: Callable[[torch.Tensor | None], torch.Tensor], rows: torch.Tensor) -> torch.Tensor:
+        """Guided logits of ``rows`` (indices into this batch); ``logits_of(conditions)`` runs the network, with
+        ``None`` meaning every condition unknown. At scale 1 the conditional logits alone (one pass)."""
+        conditional = logits_of(self.conditions[rows])
+        if self.scale == 1:
+            return conditional
+        unconditional = logits_of(None)
+        return unconditional + self.scale * (conditional - unconditional)
+
+
 class WyckoffEmbeddings(nn.Module):
-    """Concatenated per-field embeddings plus a projection of the derived integers.
+    """Concatenated per-field embeddings plus a projection of the derived integers (and, for a conditional
+    generator, the crystal's condition embedding, the same in every token, like the space group).
 
     Multiplicity enters as log(1 + m): it spans 1..192, and the log keeps a linear layer well scaled.
     """
@@ -458,15 +504,23 @@ class WyckoffEmbeddings(nn.Module):
         self.site_symmetry = nn.Embedding(config.site_symmetry_vocab_size, config.site_symmetry_embedding_size)
         self.enumeration = nn.Embedding(config.enumeration_vocab_size, config.enumeration_embedding_size)
         self.derived = nn.Linear(2, config.derived_feature_size)
+        self.condition = ConditionEmbedding(config) if config.condition_names else None
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, space_group_ids: torch.Tensor, element_ids: torch.Tensor, site_symmetry_ids: torch.Tensor,
-                enumeration_ids: torch.Tensor, multiplicity: torch.Tensor, dof: torch.Tensor) -> torch.Tensor:
+                enumeration_ids: torch.Tensor, multiplicity: torch.Tensor, dof: torch.Tensor,
+                conditions: torch.Tensor | None = None) -> torch.Tensor:
         derived = torch.stack([torch.log1p(multiplicity.float()), dof.float()], dim=-1)
-        return self.dropout(torch.cat([
-            self.space_group(space_group_ids), self.element(element_ids), self.site_symmetry(site_symmetry_ids),
-            self.enumeration(enumeration_ids), self.derived(derived.to(self.derived.weight.dtype)),
-        ], dim=-1))
+        fields = [self.space_group(space_group_ids), self.element(element_ids), self.site_symmetry(site_symmetry_ids),
+                  self.enumeration(enumeration_ids), self.derived(derived.to(self.derived.weight.dtype))]
+        if self.condition is not None:
+            if conditions is None:  # unconditional: every condition unknown
+                conditions = torch.full((len(element_ids), len(self.condition.config.condition_names)), math.nan,
+                                        device=element_ids.device)
+            fields.append(self.condition(conditions)[:, None, :].expand(*element_ids.shape, -1))
+        elif conditions is not None:
+            raise ValueError("conditions given to a model without config.condition_names (not a conditional model)")
+        return self.dropout(torch.cat(fields, dim=-1))
 
 
 def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -538,6 +592,15 @@ class WyckoffTransformerPreTrainedModel(PreTrainedModel):
     _can_record_outputs: ClassVar[dict[str, type[nn.Module]]] = {
         "hidden_states": WyckoffTransformerLayer, "attentions": WyckoffSelfAttention}
 
+    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
+        """As ``PreTrainedModel.save_pretrained``; with remote code, a model with heads also maps ``AutoModel`` to
+        the bare encoder (transformers writes only the class's own Auto entry)."""
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}),
+                                    "AutoModel": f"{module}.WyckoffTransformerModel"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, WyckoffPositionTables):
@@ -553,11 +616,13 @@ class WyckoffTransformerModel(WyckoffTransformerPreTrainedModel):
     """The encoder: field embeddings → pre-LN bidirectional layers (no positional encoding) → LayerNorm.
 
     ``attention_mask`` is a key mask, ``(batch, length)`` with 1 for visible tokens; ``None`` = all visible.
+    ``conditions`` (conditional models only), ``(batch, len(config.condition_names))``: each crystal's conditions,
+    NaN where unknown; ``None`` = all unknown.
     ``output_hidden_states`` / ``output_attentions`` (the latter with ``attn_implementation="eager"``) add
     the per-layer states and attention weights to the output.
     """
 
-    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"^(tables|heads)\."]  # the generator's own
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"^(tables|heads|classifier)\."]  # the heads' own
 
     def __init__(self, config: WyckoffTransformerConfig) -> None:
         super().__init__(config)
@@ -577,8 +642,10 @@ class WyckoffTransformerModel(WyckoffTransformerPreTrainedModel):
     @capture_outputs
     def forward(self, space_group_ids: torch.Tensor, element_ids: torch.Tensor, site_symmetry_ids: torch.Tensor,
                 enumeration_ids: torch.Tensor, multiplicity: torch.Tensor, dof: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, **kwargs: Any) -> BaseModelOutput:
-        hidden = self.embeddings(space_group_ids, element_ids, site_symmetry_ids, enumeration_ids, multiplicity, dof)
+                attention_mask: torch.Tensor | None = None, conditions: torch.Tensor | None = None,
+                **kwargs: Any) -> BaseModelOutput:
+        hidden = self.embeddings(space_group_ids, element_ids, site_symmetry_ids, enumeration_ids, multiplicity, dof,
+                                 conditions)
         mask = create_bidirectional_mask(config=self.config, inputs_embeds=hidden, attention_mask=attention_mask)
         for layer in self.layers:
             hidden = layer(hidden, mask, **kwargs)
@@ -607,14 +674,6 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         })
         self.generation_config = GenerationConfig(**DEFAULT_GENERATION_CONFIG)
         self.post_init()
-
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> Any:
-        """As ``PreTrainedModel.save_pretrained``; with remote code, also map ``AutoModel`` to the encoder."""
-        if self._auto_class is not None:
-            module = type(self).__module__.rsplit(".", 1)[-1]
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}),
-                                    "AutoModel": f"{module}.{WyckoffTransformerModel.__name__}"}
-        return super().save_pretrained(save_directory, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------------- training
 
@@ -693,8 +752,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
     @can_return_tuple
     def forward(self, space_group_ids: torch.Tensor, element_ids: torch.Tensor, site_symmetry_ids: torch.Tensor,
                 enumeration_ids: torch.Tensor, multiplicity: torch.Tensor, dof: torch.Tensor,
-                attention_mask: torch.Tensor | None = None, return_loss: bool = True,
-                **kwargs: Any) -> CrystalGenerationModelOutput:
+                attention_mask: torch.Tensor | None = None, conditions: torch.Tensor | None = None,
+                return_loss: bool = True, **kwargs: Any) -> CrystalGenerationModelOutput:
         """Loss and log-likelihood of every cascade step of every token, in three encoder passes.
 
         The batch is expanded to one row per (sequence, target token i); row (b, i) sees tokens ≤ i only.
@@ -707,6 +766,11 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         evaluation losses from unlabelled batches. ``labels``, if a collator adds them, must equal ``element_ids``
         on the real tokens; they are taken through ``**kwargs`` so that ``Trainer`` does not wait for a label
         column that the model does not need.
+
+        ``conditions`` (a conditional generator), ``(batch, len(config.condition_names))``, NaN where unknown: the
+        loss is then of p(sites | S, conditions). In training each condition of each crystal is dropped (made
+        unknown) with probability ``config.condition_dropout_prob``, so the same network also learns p(sites | S),
+        the unconditional half of classifier-free guidance.
         """
         labels = kwargs.pop("labels", None)
         if kwargs:
@@ -717,6 +781,11 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             raise ValueError("labels must equal element_ids on the real tokens: the cascade's targets are its inputs")
         inputs = dict(zip(FIELD_INPUTS, (space_group_ids, element_ids, site_symmetry_ids, enumeration_ids,
                                           multiplicity, dof), strict=True))
+        if conditions is not None:
+            if self.training and self.config.condition_dropout_prob > 0:
+                dropped = torch.rand(conditions.shape, device=conditions.device) < self.config.condition_dropout_prob
+                conditions = conditions.masked_fill(dropped, math.nan)
+            inputs["conditions"] = conditions
         steps = self._cascade_steps(inputs, attention_mask, self.config.max_sites)
         sequence, position, site, targets = steps.sequence, steps.position, steps.site, steps.targets
         batch, length = element_ids.shape
@@ -755,8 +824,9 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                  allowed_elements: Sequence[str | int] | None = None,
                  required_elements: Sequence[str | int] | None = None, max_sites: int | None = None,
                  batch_size: int | None = None, tokenizer: Any = None, prompt: Any = None,
-                 composition: Mapping[str | int, int] | None = None,
-                 max_atoms: int | None = None) -> GeneratedCrystals | list[Any]:
+                 composition: Mapping[str | int, int] | None = None, max_atoms: int | None = None,
+                 condition: Mapping[str, float | Sequence[float]] | None = None,
+                 guidance_scale: float = 1.0) -> GeneratedCrystals | list[Any]:
         """Sample ``num_samples`` crystals, valid by construction, sites in canonical order.
 
         Args:
@@ -791,6 +861,13 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             max_atoms: most atoms per conventional cell under ``composition`` (default
                 ``generation_config.max_atoms``, else 4 × ``config.max_sites``: MP-20's limit of 20 atoms per
                 primitive cell is 80 in an F-centred conventional cell, the largest cell of its training data).
+            condition: for a conditional generator (``config.condition_names``), ``{name: value}`` (one value for
+                all samples, or one per sample); names left out are unknown. Exact conditioning on what the model
+                learned, p(sites | S, condition), at ``guidance_scale`` 1.
+            guidance_scale: classifier-free guidance with ``condition``: per step, logits = unconditional +
+                ``guidance_scale`` × (conditional − unconditional), both from the same network (conditions
+                unknown for the first). 1 samples the conditional, 0 ignores the condition, above 1 pushes samples
+                further toward it at some cost in diversity.
 
         Integers may be Python, numpy or 0-d torch integers. Returns ``GeneratedCrystals`` (with
         ``sequences_scores`` and ``acceptance_rate``), or the decoded representations with ``tokenizer``.
@@ -831,6 +908,12 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                                  "allowed_elements or required_elements")
             moves = self._composition_moves(composition, max_atoms, max_sites)
         prior = self._group_prior(slot_groups, moves)
+        conditions = self._conditions(condition, num_samples)
+        guidance_scale = float(guidance_scale)
+        if not guidance_scale >= 0 or (guidance_scale != 1 and conditions is None):
+            raise ValueError(f"guidance_scale must be ≥ 0 and is used with a condition only, got {guidance_scale}"
+                             f"{'' if conditions is not None else ' without a condition'}")
+        guidance = None if conditions is None else Guidance(conditions, guidance_scale)
 
         def sample(slots: torch.Tensor) -> dict[str, torch.Tensor]:
             groups = (torch.multinomial(prior, len(slots), replacement=True, generator=generator)
@@ -838,7 +921,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             constraints = [] if prompted is None else [prompted.take(slots)]
             if moves is not None:
                 constraints.append(CompositionSites(moves, groups, self.config))
-            return self._sample_batch(groups, element_allowed, max_sites, temperature, generator, constraints)
+            return self._sample_batch(groups, element_allowed, max_sites, temperature, generator, constraints,
+                                      None if guidance is None else guidance.take(slots))
 
         was_training = self.training
         self.eval()
@@ -1001,6 +1085,29 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             raise ValueError(f"{argument} is empty")
         return torch.tensor(sorted(ids), dtype=torch.long, device=self.device)
 
+    def _conditions(self, condition: Mapping[str, float | Sequence[float]] | None,
+                    num_samples: int) -> torch.Tensor | None:
+        """``generate``'s ``condition`` as ``(num_samples, len(config.condition_names))`` values, NaN for the
+        names left out; ``None`` without a condition."""
+        if condition is None:
+            return None
+        names = self.config.condition_names or []
+        if not names:
+            raise ValueError("condition given, but this model is not a conditional generator (no "
+                             "config.condition_names)")
+        if not isinstance(condition, Mapping) or not condition:
+            raise ValueError(f"condition must be a non-empty mapping {{name: value}}, got {condition!r}")
+        values = torch.full((num_samples, len(names)), math.nan, device=self.device)
+        for name, value in condition.items():
+            if name not in names:
+                raise ValueError(f"condition {name!r} is not one this model was trained on: {names}")
+            column = torch.as_tensor(value, dtype=torch.float32, device=self.device).flatten()
+            if len(column) not in (1, num_samples) or not column.isfinite().all():
+                raise ValueError(f"condition {name!r}: give one finite value, or one per sample ({num_samples}), "
+                                 f"got {value!r}")
+            values[:, names.index(name)] = column
+        return values
+
     def space_group_prior(self) -> torch.Tensor:
         """The prior p(S) over space-group ids, unnormalised: ``generation_config.space_group_counts`` (the training
         split's counts), or 1 for every group with Wyckoff positions if unset."""
@@ -1033,7 +1140,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         return torch.tensor(numbers, dtype=torch.long, device=self.device) + self.config.mask_token_id
 
     def _sample_field(self, field: str, state: dict[str, torch.Tensor], position: int, allowed: torch.Tensor,
-                      temperature: float, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+                      temperature: float, generator: torch.Generator | None,
+                      guidance: Guidance | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Sample ``field`` of token ``position`` for every row under the mask ``allowed``; also its log-probability.
 
         Rows with a single allowed value take it (log-probability 0) without an encoder pass: the masked softmax
@@ -1045,7 +1153,13 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         open_rows = (allowed.sum(-1) > 1).nonzero().squeeze(1)
         if len(open_rows):
             inputs = {key: value[open_rows, : position + 1] for key, value in state.items()}
-            logits = self.heads[field](self.model(**inputs).last_hidden_state[:, position]).float() / temperature
+
+            def logits_of(conditions: torch.Tensor | None) -> torch.Tensor:
+                hidden = self.model(**inputs, conditions=conditions).last_hidden_state[:, position]
+                return self.heads[field](hidden).float()
+
+            logits = logits_of(None) if guidance is None else guidance.logits(logits_of, open_rows)
+            logits = logits / temperature
             log_probs = logits.masked_fill(~allowed[open_rows], -torch.inf).log_softmax(-1)
             picked = torch.multinomial(log_probs.exp(), 1, generator=generator)
             choice[open_rows] = picked.squeeze(1)
@@ -1054,11 +1168,13 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
 
     def _sample_batch(self, space_groups: torch.Tensor, element_allowed: torch.Tensor, max_sites: int,
                       temperature: float, generator: torch.Generator | None,
-                      constraints: Sequence[PromptedSites | CompositionSites] = ()) -> dict[str, torch.Tensor]:
+                      constraints: Sequence[PromptedSites | CompositionSites] = (),
+                      guidance: Guidance | None = None) -> dict[str, torch.Tensor]:
         """One batch of samples, token by token and field by field; finished rows leave the batch.
 
         ``constraints`` narrow the masks further (prompts, compositions): each restricts the element and position
-        masks of the rows still sampling (``rows``, indices into the batch) and records the sites placed."""
+        masks of the rows still sampling (``rows``, indices into the batch) and records the sites placed.
+        ``guidance`` holds the batch's conditions (one row per sample)."""
         config, tables, device = self.config, self.tables, space_groups.device
         count, width = len(space_groups), max_sites + 1
         state = {key: torch.zeros(count, width, dtype=torch.long, device=device) for key in FIELD_INPUTS}
@@ -1082,7 +1198,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                                                                max_sites, config)
             for constraint in constraints:
                 allowed = constraint.restrict_elements(allowed, rows, position)
-            element, log_prob = self._sample_field("element", state, position, allowed, temperature, generator)
+            guide = None if guidance is None else guidance.take(rows)
+            element, log_prob = self._sample_field("element", state, position, allowed, temperature, generator, guide)
             scores += log_prob
             stop = element == config.stop_token_id
             if stop.any():
@@ -1097,17 +1214,18 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                 state = {key: value[keep] for key, value in state.items()}
                 if not len(rows):
                     break
+                guide = None if guidance is None else guidance.take(rows)
             state["element_ids"][:, position] = element
             available = tables.position_allowed(group, used, element, previous_element, previous_letter)
             for constraint in constraints:
                 available = constraint.restrict_positions(available, rows, position, element)
             site_symmetry, log_prob = self._sample_field("site_symmetry", state, position, available.any(-1),
-                                                         temperature, generator)
+                                                         temperature, generator, guide)
             scores += log_prob
             state["site_symmetry_ids"][:, position] = site_symmetry
             enumeration, log_prob = self._sample_field(
                 "enumeration", state, position, available[torch.arange(len(rows), device=device), site_symmetry],
-                temperature, generator)
+                temperature, generator, guide)
             scores += log_prob
             state["enumeration_ids"][:, position] = enumeration
             state["multiplicity"][:, position] = tables.multiplicity[group, site_symmetry, enumeration]
@@ -1118,6 +1236,75 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         output["attention_mask"] = (output["element_ids"] != config.pad_token_id).long()
         output["space_group_ids"] *= output["attention_mask"]
         return output
+
+
+class WyckoffTransformerForPropertyPrediction(WyckoffTransformerPreTrainedModel):
+    """The encoder with a property head: scalar properties (regression) or classes of a crystal from its Wyckoff
+    representation alone, no coordinates (``AutoModelForSequenceClassification``, the transformers way:
+    ``config.problem_type``, ``config.num_labels``, ``labels`` → ``loss``).
+
+    The input is the encoded crystal, all fields visible (no cascade masking). The site states are pooled with
+    weights equal to their multiplicities: a crystal is its atoms, not its list of sites, so a 16-atom site counts
+    16 times a 1-atom one, and the prediction does not change when a site is split into equivalent ones. The
+    pooled vector goes through a two-layer head.
+
+    Regression targets are standardised with ``config.label_mean`` / ``label_std``: the head fits standardised
+    values (the loss is on that scale, L1 or MSE by ``config.regression_loss``) and ``logits`` come back in the
+    labels' units. ``problem_type`` ``None`` is inferred as transformers does: regression for one label, else
+    single-label classification for integer labels, multi-label for float ones.
+    """
+
+    _keys_to_ignore_on_load_unexpected: ClassVar[list[str]] = [r"^(tables|heads)\."]  # a generator's heads
+
+    def __init__(self, config: WyckoffTransformerConfig) -> None:
+        super().__init__(config)
+        self.model = WyckoffTransformerModel(config)
+        self.classifier = nn.Sequential(nn.Dropout(config.hidden_dropout_prob),
+                                        nn.Linear(config.hidden_size, config.hidden_size), nn.GELU(),
+                                        nn.Linear(config.hidden_size, config.num_labels))
+        self.post_init()
+
+    def pool(self, hidden: torch.Tensor, element_ids: torch.Tensor, multiplicity: torch.Tensor,
+             attention_mask: torch.Tensor) -> torch.Tensor:
+        """``(batch, hidden)``: the multiplicity-weighted mean of the site states (STOP and padding excluded)."""
+        weight = multiplicity.to(hidden.dtype) * (attention_mask.bool() & (element_ids > self.config.mask_token_id))
+        return (hidden * weight[..., None]).sum(1) / weight.sum(1, keepdim=True).clamp(min=1)
+
+    def _standardisation(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        count = self.config.num_labels
+        mean = torch.tensor(self.config.label_mean or [0.0] * count, device=device)
+        return mean, torch.tensor(self.config.label_std or [1.0] * count, device=device)
+
+    @can_return_tuple
+    def forward(self, space_group_ids: torch.Tensor, element_ids: torch.Tensor, site_symmetry_ids: torch.Tensor,
+                enumeration_ids: torch.Tensor, multiplicity: torch.Tensor, dof: torch.Tensor,
+                attention_mask: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                **kwargs: Any) -> SequenceClassifierOutput:
+        """``logits`` ``(batch, num_labels)`` (label units for regression) and, given ``labels`` (``(batch,)`` or
+        ``(batch, num_labels)``), the loss. ``output_hidden_states`` / ``output_attentions`` pass to the encoder."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(element_ids)
+        encoded = self.model(space_group_ids, element_ids, site_symmetry_ids, enumeration_ids, multiplicity, dof,
+                             attention_mask=attention_mask, **kwargs)
+        raw = self.classifier(self.pool(encoded.last_hidden_state, element_ids, multiplicity, attention_mask))
+        config = self.config
+        if config.problem_type is None and labels is not None:
+            config.problem_type = ("regression" if config.num_labels == 1 else "single_label_classification"
+                                   if not labels.is_floating_point() else "multi_label_classification")
+        regression = config.problem_type == "regression" or (config.problem_type is None and config.num_labels == 1)
+        mean, std = self._standardisation(raw.device)
+        logits = raw.float() * std + mean if regression else raw
+        loss = None
+        if labels is not None:
+            if regression:
+                target = (labels.float().view(len(raw), -1) - mean) / std
+                loss = (F.l1_loss if config.regression_loss == "l1" else F.mse_loss)(raw.float(), target)
+            elif config.problem_type == "single_label_classification":
+                loss = F.cross_entropy(raw.float().view(-1, config.num_labels), labels.view(-1))
+            else:
+                loss = F.binary_cross_entropy_with_logits(raw.float(), labels.float())
+        return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=encoded.hidden_states,
+                                        attentions=encoded.attentions)
 
 
 IMPOSSIBLE_REASONS = {
