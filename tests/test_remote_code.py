@@ -153,3 +153,64 @@ def test_remote_code_matches_the_installed_package(name, remote, fresh_checkpoin
     name_or_path = HUB_REPO if name == "hub" else str(folder)
     assert result["tokenizer"] == [len(tokenizer), name_or_path, tokenizer.vocabularies]
     assert result["reading_a_cif"].endswith("needed to read, analyse or build crystal structures: pip install spglib")
+
+
+HEADS_SCRIPT = textwrap.dedent("""
+    import json
+    import sys
+
+    class Block:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("wyckoff_hf", "pymatgen", "spglib", "pyxtal"):
+                raise ImportError(f"No module named {name!r} (blocked: the checkpoint must not need it)")
+
+    sys.meta_path.insert(0, Block())
+    import torch
+    from transformers import AutoModelForPreTraining, AutoModelForSequenceClassification
+
+    work, predictor, generator = sys.argv[1:]
+    inputs = torch.load(f"{work}/inputs.pt")
+    predictor = AutoModelForSequenceClassification.from_pretrained(predictor, trust_remote_code=True).eval()
+    generator = AutoModelForPreTraining.from_pretrained(generator, trust_remote_code=True).eval()
+    with torch.no_grad():
+        results = {"predictor": [type(predictor).__name__, predictor(**inputs).logits],
+                   "generator": [type(generator).__name__,
+                                 dict(generator.generate(6, seed=2, condition={"band_gap": 2.0}, guidance_scale=2.0))]}
+    torch.save(results, f"{work}/remote.pt")
+""")
+
+
+def test_property_predictor_and_conditional_generator_load_as_remote_code(tmp_path):
+    """The property head (AutoModelForSequenceClassification) and a conditional generator travel as remote code
+    too, and compute what the installed package computes."""
+    from transformers import AutoModelForSequenceClassification
+
+    from wyckoff_hf.modeling import WyckoffTransformerForPropertyPrediction
+
+    register_auto_classes()
+    tokenizer, small = WyckoffTokenizer(), {"num_hidden_layers": 1, "hidden_dropout_prob": 0.0}
+    torch.manual_seed(0)
+    predictor = WyckoffTransformerForPropertyPrediction(WyckoffTransformerConfig.from_tokenizer(
+        tokenizer, num_labels=1, problem_type="regression", id2label={0: "band_gap"}, label2id={"band_gap": 0},
+        label_mean=[1.0], label_std=[1.5], **small)).eval()
+    generator = WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(
+        tokenizer, condition_names=["band_gap"], condition_mean=[1.0], condition_std=[1.5], **small)).eval()
+    predictor.save_pretrained(tmp_path / "predictor")
+    generator.save_pretrained(tmp_path / "generator")
+    config = json.loads((tmp_path / "predictor" / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForSequenceClassification"] == (
+        "modeling_wyckoff_transformer.WyckoffTransformerForPropertyPrediction")
+    assert type(AutoModelForSequenceClassification.from_pretrained(tmp_path / "predictor")) is type(predictor)
+    inputs = dict(tokenizer(REPRESENTATIONS, return_tensors="pt"))
+    torch.save(inputs, tmp_path / "inputs.pt")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "hf_modules")}
+    result = subprocess.run([sys.executable, "-c", HEADS_SCRIPT, str(tmp_path), str(tmp_path / "predictor"),
+                             str(tmp_path / "generator")], env=env, cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "remote.pt")
+    with torch.no_grad():
+        assert remote["predictor"][0] == "WyckoffTransformerForPropertyPrediction"
+        torch.testing.assert_close(remote["predictor"][1], predictor(**inputs).logits, rtol=0, atol=1e-5)
+        local = generator.generate(6, seed=2, condition={"band_gap": 2.0}, guidance_scale=2.0)
+    assert torch.equal(remote["generator"][1]["element_ids"], local.element_ids)
