@@ -225,6 +225,40 @@ def test_element_constraints(model, tokenizer):
     assert all(c.elements == ("O",) for c in only_oxygen)
 
 
+def test_number_of_distinct_elements_stays_in_range(model, tokenizer):
+    counts = Counter(len(c.elements) for c in model.generate(300, seed=0, tokenizer=tokenizer))
+    assert set(counts) - {2, 3}  # an untrained model writes other counts too...
+    ranged = model.generate(300, seed=0, num_elements_range=(2, 3), tokenizer=tokenizer)
+    assert {len(c.elements) for c in ranged} == {2, 3}  # ...but not within the range
+    model.generation_config.num_elements_range = [3, 3]  # the default, as training writes it
+    exact = model.generate(100, seed=0, allowed_elements=["Li", "Fe", "O", "P"], max_sites=4, tokenizer=tokenizer)
+    assert all(len(c.elements) == 3 for c in exact)
+    # the only three elements ranked after Fe: a sample that starts with Fe must take all of them
+    tail = model.generate(50, seed=0, allowed_elements=["Fe", "P", "O"], tokenizer=tokenizer)
+    assert all(c.elements == ("Fe", "P", "O") for c in tail)
+    made = model.generate(20, seed=0, composition={"Na": 1, "Cl": 1}, tokenizer=tokenizer)  # the default yields
+    assert all(set(c.elements) == {"Na", "Cl"} for c in made)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_elements_range": (3, 2)}, r"needs 1 ≤ low ≤ high"),
+    ({"num_elements_range": (3, 3), "allowed_elements": ["Na", "Cl"]}, "the 2 allowed elements"),
+    ({"num_elements_range": (2, 2), "max_sites": 1}, "max_sites=1"),
+    ({"num_elements_range": (1, 1), "required_elements": ["Na", "Cl"]}, "more than num_elements_range allows"),
+    ({"num_elements_range": (2, 3), "composition": {"Na": 1, "Cl": 1}}, "not combined with composition"),
+    ({"num_elements_range": (2,)}, r"must be \(low, high\)"),
+])
+def test_impossible_element_ranges_are_reported(model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model.generate(3, **kwargs)
+
+
+def test_a_prompt_that_contradicts_the_element_range_is_reported(model, tokenizer):
+    prompt = WyckoffRepresentation.from_sites(221, [("Ba", "a"), ("Ti", "b"), ("O", "c")])
+    with pytest.raises(ValueError, match="contradict each other"):
+        model.generate(2, prompt=prompt, tokenizer=tokenizer, num_elements_range=(1, 2))
+
+
 def test_space_group_choice(model, tokenizer):
     assert {c.space_group for c in model.generate(20, space_group=194, seed=0, tokenizer=tokenizer)} == {194}
     groups = [1, 2, 225, 230, 62] * 4

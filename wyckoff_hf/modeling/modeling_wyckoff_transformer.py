@@ -85,7 +85,7 @@ DEFAULT_GENERATION_BATCH_SIZE = 2048
 # rejection sampling of required_elements accepts before giving up, and the most atoms per conventional cell of
 # composition-constrained samples (None: 4 × config.max_sites, see ``generate``).
 DEFAULT_GENERATION_CONFIG = {"do_sample": True, "temperature": 1.0, "space_group_counts": None,
-                             "min_acceptance_rate": 0.01, "max_atoms": None}
+                             "min_acceptance_rate": 0.01, "max_atoms": None, "num_elements_range": None}
 
 
 def hidden_value(key: str, config: WyckoffTransformerConfig) -> int:
@@ -408,6 +408,42 @@ class CompositionMoves:
 def _without(free: tuple[tuple[int, int], ...], taken: dict[int, int]) -> tuple[tuple[int, int], ...]:
     """``free`` (multiplicity, how many) pairs less ``taken`` (how many per multiplicity)."""
     return tuple((m, count - taken.get(m, 0)) for m, count in free if count > taken.get(m, 0))
+
+
+class ElementCountSites:
+    """Masks that keep the number of distinct elements of every sample within ``[low, high]``.
+
+    Sites come in canonical order, so a site starts a new element exactly when its element differs from the
+    previous site's. A new element is allowed while fewer than ``high`` are placed, STOP once ``low`` are; and an
+    element only if ``low`` stays reachable after it: enough sites left and enough allowed elements ranked after it
+    (``later``, per element id), since later sites must take elements of higher rank.
+    """
+
+    def __init__(self, low: int, high: int, later: torch.Tensor, count: int, max_sites: int,
+                 config: WyckoffTransformerConfig) -> None:
+        self.low, self.high, self.later, self.max_sites = low, high, later, max_sites
+        self.stop_token_id = config.stop_token_id
+        self.distinct = torch.zeros(count, dtype=torch.long, device=later.device)
+        self.last = torch.full((count,), config.pad_token_id, dtype=torch.long, device=later.device)
+
+    def restrict_elements(self, allowed: torch.Tensor, rows: torch.Tensor, position: int) -> torch.Tensor:
+        distinct = self.distinct[rows]
+        ids = torch.arange(allowed.shape[-1], device=allowed.device)
+        after = distinct[:, None] + (ids[None, :] != self.last[rows][:, None]).long()
+        reachable = after + self.later.clamp(max=self.max_sites - position - 1)[None, :] >= self.low
+        stop = allowed[:, self.stop_token_id] & (distinct >= self.low)
+        allowed = allowed & (after <= self.high) & reachable
+        allowed[:, self.stop_token_id] = stop
+        return allowed
+
+    def restrict_positions(self, available: torch.Tensor, rows: torch.Tensor, position: int,
+                           element: torch.Tensor) -> torch.Tensor:
+        return available
+
+    def place(self, rows: torch.Tensor, element: torch.Tensor, site_symmetry: torch.Tensor,
+              enumeration: torch.Tensor) -> None:
+        self.distinct[rows] += (element != self.last[rows]).long()
+        self.last[rows] = element
 
 
 class CompositionSites:
@@ -825,8 +861,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                  required_elements: Sequence[str | int] | None = None, max_sites: int | None = None,
                  batch_size: int | None = None, tokenizer: Any = None, prompt: Any = None,
                  composition: Mapping[str | int, int] | None = None, max_atoms: int | None = None,
-                 condition: Mapping[str, float | Sequence[float]] | None = None,
-                 guidance_scale: float = 1.0) -> GeneratedCrystals | list[Any]:
+                 condition: Mapping[str, float | Sequence[float]] | None = None, guidance_scale: float = 1.0,
+                 num_elements_range: Sequence[int] | None = None) -> GeneratedCrystals | list[Any]:
         """Sample ``num_samples`` crystals, valid by construction, sites in canonical order.
 
         Args:
@@ -868,6 +904,11 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                 ``guidance_scale`` × (conditional − unconditional), both from the same network (conditions
                 unknown for the first). 1 samples the conditional, 0 ignores the condition, above 1 pushes samples
                 further toward it at some cost in diversity.
+            num_elements_range: ``(low, high)``, the numbers of distinct elements a sample may have (renormalised
+                masking: a new element only while fewer than ``high``, STOP only once ``low`` are placed). Default
+                ``generation_config.num_elements_range`` (the training split's range, written by training: a model
+                of binary and ternary crystals then never writes a unary or a quaternary one), or none. Not used
+                with ``composition``, which fixes the elements.
 
         Integers may be Python, numpy or 0-d torch integers. Returns ``GeneratedCrystals`` (with
         ``sequences_scores`` and ``acceptance_rate``), or the decoded representations with ``tokenizer``.
@@ -914,6 +955,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             raise ValueError(f"guidance_scale must be ≥ 0 and is used with a condition only, got {guidance_scale}"
                              f"{'' if conditions is not None else ' without a condition'}")
         guidance = None if conditions is None else Guidance(conditions, guidance_scale)
+        element_counts = self._element_count_limits(num_elements_range, composition is not None, element_allowed,
+                                                    required, max_sites)
 
         def sample(slots: torch.Tensor) -> dict[str, torch.Tensor]:
             groups = (torch.multinomial(prior, len(slots), replacement=True, generator=generator)
@@ -921,6 +964,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             constraints = [] if prompted is None else [prompted.take(slots)]
             if moves is not None:
                 constraints.append(CompositionSites(moves, groups, self.config))
+            if element_counts is not None:
+                constraints.append(ElementCountSites(*element_counts, len(slots), max_sites, self.config))
             return self._sample_batch(groups, element_allowed, max_sites, temperature, generator, constraints,
                                       None if guidance is None else guidance.take(slots))
 
@@ -1085,6 +1130,34 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             raise ValueError(f"{argument} is empty")
         return torch.tensor(sorted(ids), dtype=torch.long, device=self.device)
 
+    def _element_count_limits(self, num_elements_range: Sequence[int] | None, composition: bool,
+                              element_allowed: torch.Tensor, required: torch.Tensor | None,
+                              max_sites: int) -> tuple[int, int, torch.Tensor] | None:
+        """``(low, high, later)`` for ``ElementCountSites`` (``later``: per element id, how many allowed elements
+        rank after it), or ``None`` when no range applies; a ``ValueError`` for a range no sample can meet."""
+        if num_elements_range is None:
+            if composition:
+                return None
+            num_elements_range = getattr(self.generation_config, "num_elements_range", None)
+            if num_elements_range is None:
+                return None
+        elif composition:
+            raise ValueError("num_elements_range is not combined with composition, which fixes the elements")
+        if len(num_elements_range) != 2:
+            raise ValueError(f"num_elements_range must be (low, high), got {num_elements_range!r}")
+        low, high = (_integer(value, "num_elements_range") for value in num_elements_range)
+        elements = element_allowed.clone()
+        elements[: self.config.mask_token_id + 1] = False
+        if not 1 <= low <= high or low > min(max_sites, int(elements.sum())):
+            raise ValueError(f"num_elements_range ({low}, {high}) needs 1 ≤ low ≤ high and low ≤ max_sites={max_sites} "
+                             f"and ≤ the {int(elements.sum())} allowed elements")
+        if required is not None and len(required) > high:
+            raise ValueError(f"required_elements name {len(required)} elements, more than num_elements_range allows "
+                             f"({high})")
+        rank = torch.where(elements, self.tables.element_rank.long(), -1)
+        later = (rank[None, :] > rank[:, None]).sum(1)
+        return low, high, later
+
     def _conditions(self, condition: Mapping[str, float | Sequence[float]] | None,
                     num_samples: int) -> torch.Tensor | None:
         """``generate``'s ``condition`` as ``(num_samples, len(config.condition_names))`` values, NaN for the
@@ -1148,6 +1221,9 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         is one-hot there, so this is exact, and it skips most enumeration passes (most site symmetries occur
         once per group) and every forced element or STOP.
         """
+        if not allowed.any(-1).all():
+            raise ValueError(f"the sampling constraints leave no possible {field} for a sample: the prompt, "
+                             "composition, elements and num_elements_range asked for contradict each other")
         choice = allowed.to(torch.uint8).argmax(-1)
         log_prob = torch.zeros(len(choice), device=choice.device)
         open_rows = (allowed.sum(-1) > 1).nonzero().squeeze(1)
