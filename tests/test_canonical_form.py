@@ -175,3 +175,15 @@ def test_uniqueness_counts_relabelled_copies_once():
     second = WyckoffRepresentation.from_sites(11, [("Li", "a"), ("Li", "c"), ("Li", "f"), ("O", "b")],
                                               canonical=False)
     assert wyckoff_uniqueness([first, second]) == 0.5
+
+
+def test_relabelled_copies_are_the_equivalent_labellings_in_canonical_order():
+    rock_salt = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
+    assert rock_salt.num_labellings == 2
+    assert str(rock_salt.relabelled(1)) == "Fm-3m (225): Na 4b, Cl 4a"
+    triclinic = WyckoffRepresentation.from_sites(2, [("Li", "a"), ("Li", "c"), ("O", "i")])
+    copies = {triclinic.relabelled(index) for index in range(triclinic.num_labellings)}
+    assert triclinic.num_labellings == 1344 and len(copies) == 28  # Li on any 2 of the 8 inversion centres
+    for copy in copies:
+        assert [site.letter for site in copy.sites][:2] == sorted(site.letter for site in copy.sites[:2])
+        assert WyckoffRepresentation.from_sites(2, [(s.element, s.letter) for s in copy.sites]) == triclinic

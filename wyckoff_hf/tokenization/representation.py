@@ -175,6 +175,22 @@ class WyckoffRepresentation:
         best = _smallest_row(np.sort(table.relabelling_indices[:, letters], axis=1))
         return (self.space_group, tuple(table.positions[i].letter for i in best))
 
+    @property
+    def num_labellings(self) -> int:
+        """How many relabellings the group's affine normalizer induces (the identity included): the labellings
+        ``relabelled`` can give; several may coincide for a given crystal."""
+        return len(space_group_table(self.space_group).relabellings)
+
+    def relabelled(self, index: int) -> WyckoffRepresentation:
+        """The same crystal under relabelling ``index`` (``0 ≤ index < num_labellings``) of its group's affine
+        normalizer, sites in canonical order: an equally correct Wyckoff labelling of it, not necessarily the
+        canonical one (training augmentation draws these, as the WyckoffTransformer authors do)."""
+        table = space_group_table(self.space_group)
+        relabel = table.relabellings[index]
+        pairs = sorted(((site.element, relabel[site.letter]) for site in self.sites),
+                       key=lambda pair: (electronegativity_key(pair[0]), table.letter_index(pair[1])))
+        return WyckoffRepresentation.from_sites(self.space_group, pairs, canonical=False)
+
     def __str__(self) -> str:
         return f"{self.symbol} ({self.space_group}): " + ", ".join(str(site) for site in self.sites)
 
