@@ -18,6 +18,10 @@ evaluate``), here without structures:
   per-field losses rather than per-field log-likelihoods, so the split by field is the mean cross-entropy of each
   head over the whole validation split (element head: one prediction per site and per STOP; site-symmetry and
   enumeration heads: one per site).
+- validation NLL per site of the crystal: the same with p(crystal) = the sum of p over its distinct equivalent
+  labellings (``WyckoffRepresentation.relabelled``), the likelihood of the crystal itself rather than of one of its
+  labellings. A model trained on canonical labellings only puts almost no mass on the others, so the two NLLs
+  nearly agree for it; for a model trained on every labelling (augmentation) only this one is comparable.
 
 The baseline column scores real crystals the same way: the first N test rows against train for the set metrics
 (novelty, uniqueness, P1, SMACT, support), and the first N train rows against test for the distances (a test row
@@ -73,6 +77,7 @@ ROWS = (
     Row("p1_fraction", "P1 fraction", "≤ 1.5 %", True),
     Row("compositional_valid", "SMACT compositional validity", "≥ test split", True),
     Row("nll_per_site", "validation NLL per site (nats)", "lower is better"),
+    Row("crystal_nll_per_site", "validation NLL per site of the crystal (all its labellings)", "lower is better"),
     Row("element_cross_entropy", "  element head CE per prediction (sites + STOP)", "lower is better"),
     Row("site_symmetry_cross_entropy", "  site-symmetry head CE per site", "lower is better"),
     Row("enumeration_cross_entropy", "  enumeration head CE per site", "lower is better"),
@@ -130,6 +135,25 @@ def validation_nll(model, tokenizer, validation: Sequence[WyckoffRepresentation]
     return {"nll_per_site": nll_per_site / len(validation),
             **{f"{field}_cross_entropy": total / predictions[field] if predictions[field] else float("nan")
                for field, total in cross_entropy.items()}}
+
+
+@torch.no_grad()
+def crystal_nll(model, tokenizer, validation: Sequence[WyckoffRepresentation]) -> dict[str, float]:
+    """Validation NLL per site of each crystal, its probability summed over its distinct equivalent labellings
+    (see the module docstring)."""
+    labellings = [sorted({rep.relabelled(index) for index in range(rep.num_labellings)}, key=str)
+                  for rep in validation]
+    flat = [(crystal, labelling) for crystal, copies in enumerate(labellings) for labelling in copies]
+    flat.sort(key=lambda item: len(item[1].sites))  # little padding per batch
+    log_p = [[] for _ in validation]
+    for start in range(0, len(flat), NLL_BATCH):
+        chunk = flat[start:start + NLL_BATCH]
+        batch = tokenizer([labelling for _, labelling in chunk], return_tensors="pt")
+        for (crystal, _), value in zip(chunk, model(**batch.to(model.device)).log_likelihood.tolist(), strict=True):
+            log_p[crystal].append(value)
+    per_site = [-float(torch.logsumexp(torch.tensor(values, dtype=torch.float64), 0)) / (len(rep.sites) + 1)
+                for values, rep in zip(log_p, validation, strict=True)]
+    return {"crystal_nll_per_site": sum(per_site) / len(per_site)}
 
 
 def format_value(row: Row, value: float | None) -> str:
@@ -194,7 +218,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | None]
     crystals = sample_crystals(model, tokenizer, args.num_samples, seed=args.seed, temperature=args.temperature)
     sampling = time.perf_counter() - sampling
     values = {**set_metrics(crystals, reference.train), **distance_metrics(crystals, reference.test),
-              **validation_nll(model, tokenizer, reference.validation)}
+              **validation_nll(model, tokenizer, reference.validation),
+              **crystal_nll(model, tokenizer, reference.validation)}
     baseline = {**set_metrics(reference.test[:args.num_samples], reference.train),
                 **distance_metrics(reference.train[:args.num_samples], reference.test)}
     seconds = time.perf_counter() - start

@@ -1,6 +1,7 @@
 """scripts/benchmark_quality.py on a tiny random model and a tiny prepared dataset: every row, sane values."""
 
 import importlib.util
+import math
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from wyckoff_hf.data import add_wyckoff_columns, load_crystal_csv_splits, load_w
 from wyckoff_hf.evaluation import ReferenceSet
 from wyckoff_hf.generation import load_generator
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
-from wyckoff_hf.tokenization import WyckoffTokenizer
+from wyckoff_hf.tokenization import WyckoffRepresentation, WyckoffTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_symmetry_embedding_size": 8,
@@ -95,6 +96,15 @@ def test_validation_nll_does_not_depend_on_batching(benchmark, tiny_model, tiny_
     expected = -sum(float(model(**tokenizer([rep], return_tensors="pt")).log_likelihood) / (len(rep.sites) + 1)
                     for rep in validation) / len(validation)
     assert batched["nll_per_site"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_crystal_nll_sums_the_equivalent_labellings(benchmark, tiny_model):
+    model, tokenizer = load_generator(tiny_model)
+    rock_salt = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
+    log_p = [float(model(**tokenizer([rep], return_tensors="pt")).log_likelihood)
+             for rep in (rock_salt, rock_salt.relabelled(1))]  # Na 4a Cl 4b and Na 4b Cl 4a
+    expected = -math.log(math.exp(log_p[0]) + math.exp(log_p[1])) / 3
+    assert benchmark.crystal_nll(model, tokenizer, [rock_salt])["crystal_nll_per_site"] == pytest.approx(expected)
 
 
 def test_command_line_drops_the_row_name(benchmark):
