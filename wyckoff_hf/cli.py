@@ -1,5 +1,6 @@
 """The ``wyckoff-hf`` command: ``generate`` crystals, predict the crystals of a composition (``csp``), ``realise``
-them in 3D (or finish an interrupted job), ``evaluate`` a sample set, ``tokenize`` CIF files.
+them in 3D (or finish an interrupted job), ``evaluate`` a sample set, ``predict`` crystal properties, ``tokenize``
+CIF files.
 
 Heavy libraries (torch, transformers, pymatgen) are imported inside the subcommands, so ``--help``,
 ``--version`` and argument errors answer at once.
@@ -16,7 +17,8 @@ from . import __version__
 from .utils.arguments import add_hidden_alias, positive_float, positive_int, space_group_number
 
 DESCRIPTION = ("Generate crystals with a WyckoffTransformer, predict the crystals of a composition, realise them in "
-               "3D, evaluate a sample set, tokenize CIF files. `wyckoff-hf COMMAND --help` explains each command.")
+               "3D, evaluate a sample set, predict crystal properties, tokenize CIF files. `wyckoff-hf COMMAND "
+               "--help` explains each command.")
 INTERRUPTED = 130  # the shell's status for a job ended by Ctrl-C
 
 
@@ -69,6 +71,9 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
                         help="element symbols the sites may hold (default: all of the vocabulary)")
     parser.add_argument("--required-elements", nargs="+", default=None, metavar="EL",
                         help="element symbols every crystal must contain")
+    parser.add_argument("--predict", action="append", default=None, metavar="MODEL",
+                        help="property model folder or Hub id (repeatable): its predictions for every sample go into "
+                             "OUTPUT_DIR/predictions.csv")
     _add_sampling_arguments(parser)
     parser.set_defaults(run=_run_generate)
 
@@ -128,8 +133,10 @@ def _start_job(args: argparse.Namespace):
     return model, tokenizer, settings, generation
 
 
-def _finish_job(args: argparse.Namespace, representations, settings, manifest: dict, preview: list[str]) -> int:
-    """Write samples.jsonl and manifest.json, print ``preview`` (the first samples), realise with --structures."""
+def _finish_job(args: argparse.Namespace, representations, settings, manifest: dict, preview: list[str],
+                predictors: Sequence = ()) -> int:
+    """Write samples.jsonl and manifest.json, print ``preview`` (the first samples), write the ``predictors``'
+    predictions.csv, realise with --structures."""
     from dataclasses import asdict
 
     from .generation.output import prepare_output_dir, write_samples
@@ -139,6 +146,10 @@ def _finish_job(args: argparse.Namespace, representations, settings, manifest: d
     out = write_samples(prepare_output_dir(args.output_dir, args.overwrite), representations, manifest)
     print(f"wrote {len(representations)} Wyckoff representations to {out / 'samples.jsonl'}")
     print("\n".join(preview))
+    if predictors:
+        from .prediction.cli import write_sample_predictions
+
+        write_sample_predictions(out, representations, predictors)
     return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
 
 
@@ -158,17 +169,19 @@ def _prompt(space_groups: list[int] | None, sites: list[str] | None):
 
 def _run_generate(args: argparse.Namespace) -> int:
     from .generation.jobs import sample_crystals, spread_space_groups
+    from .prediction.cli import load_predictors
 
     prompt = _prompt(args.space_group, args.prompt_sites)
     model, tokenizer, settings, generation = _start_job(args)
+    predictors = load_predictors(args.predict or [], args.device)
     space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
     representations = sample_crystals(model, tokenizer, args.num_samples, space_group, seed=args.seed,
                                       temperature=args.temperature, allowed_elements=args.allowed_elements,
                                       required_elements=args.required_elements, prompt=prompt)
     generation.update(allowed_elements=args.allowed_elements, required_elements=args.required_elements,
-                      prompt_sites=args.prompt_sites)
+                      prompt_sites=args.prompt_sites, predict=args.predict)
     return _finish_job(args, representations, settings, {"generation": generation},
-                       [f"  {rep}" for rep in representations[:10]])
+                       [f"  {rep}" for rep in representations[:10]], predictors)
 
 
 def _run_csp(args: argparse.Namespace) -> int:
@@ -236,6 +249,17 @@ def _run_tokenize(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _add_predict(subparsers: argparse._SubParsersAction) -> None:
+    from .prediction.cli import add_predict_arguments, run_predict
+
+    parser = subparsers.add_parser("predict", help="predict crystal properties with property models",
+                                   description="Predict properties of crystals (CIF files, folders of CIFs, generated "
+                                               "folders, CDVAE CSVs) from their Wyckoff representations. A crystal "
+                                               "that cannot be read is reported and skipped.")
+    add_predict_arguments(parser)
+    parser.set_defaults(run=run_predict)
+
+
 def _add_evaluate(subparsers: argparse._SubParsersAction) -> None:
     from .evaluation.cli import add_evaluate_arguments, run_evaluate
 
@@ -248,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wyckoff-hf", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(required=True, dest="command")
-    for add in (_add_generate, _add_csp, _add_realise, _add_evaluate, _add_tokenize):
+    for add in (_add_generate, _add_csp, _add_realise, _add_evaluate, _add_predict, _add_tokenize):
         add(subparsers)
     return parser
 

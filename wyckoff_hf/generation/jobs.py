@@ -99,6 +99,13 @@ def load_generator(model: str | os.PathLike | None = None, device: str | None = 
 
     A Hub id is only looked up in the local cache when the Hub is offline or unreachable."""
     from ..modeling import WyckoffTransformerForCrystalGeneration
+
+    return load_checkpoint(WyckoffTransformerForCrystalGeneration, model, device)
+
+
+def load_checkpoint(model_class: Any, model: str | os.PathLike | None = None, device: str | None = None):
+    """``(model, tokenizer)``: ``model_class.from_pretrained`` (a generator, a property predictor, an Auto class)
+    and its tokenizer, in eval mode on ``device``, with ``load_generator``'s one-line errors."""
     from ..tokenization import WyckoffTokenizer
 
     source = resolve_model_source(model)
@@ -106,14 +113,14 @@ def load_generator(model: str | os.PathLike | None = None, device: str | None = 
     local = Path(source).is_dir()
     reason = None if local else hub_unavailable_reason()
     try:
-        generator = WyckoffTransformerForCrystalGeneration.from_pretrained(source, local_files_only=reason is not None)
+        loaded = model_class.from_pretrained(source, local_files_only=reason is not None)
         tokenizer = WyckoffTokenizer.from_pretrained(source, local_files_only=reason is not None)
     except OSError as err:
         if reason is not None:
             raise OSError(f"model {source!r} is not a local folder and not in the Hub cache, and the Hub cannot "
                           f"be asked: {reason}") from None
         raise OSError(f"cannot load model {source!r}: {str(err).strip().splitlines()[0]}") from None
-    return generator.to(device).eval(), tokenizer
+    return loaded.to(device).eval(), tokenizer
 
 
 def spread_space_groups(space_groups: Sequence[int] | None, num_samples: int) -> int | list[int] | None:
