@@ -222,3 +222,29 @@ def test_unconditional_models_refuse_conditions(tokenizer):
         model.generate(2, condition={"band_gap": 1.0})
     with pytest.raises(ValueError, match=r"without config\.condition_names"):
         model(**batch(tokenizer, [NACL]), conditions=torch.tensor([[1.0]]))
+
+
+def test_generate_command_takes_a_condition_guidance_and_element_range(tokenizer, tmp_path, capsys):
+    import json
+
+    from wyckoff_hf.cli import main
+    from wyckoff_hf.evaluation import load_samples
+
+    folder = tmp_path / "conditional"
+    conditional_generator(tokenizer).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = tmp_path / "out"
+    assert main(["generate", "-n", "40", "--model", str(folder), "--condition", "band_gap=3", "--guidance-scale", "2",
+                 "--num-elements-range", "2", "3", "--output-dir", str(out)]) == 0
+    samples = load_samples(out).valid
+    assert len(samples) == 40 and {len(rep.elements) for rep in samples} <= {2, 3}
+    generation = json.loads((out / "manifest.json").read_text())["generation"]
+    assert generation["condition"] == {"band_gap": 3.0} and generation["guidance_scale"] == 2.0
+    assert generation["num_elements_range"] == [2, 3]
+    capsys.readouterr()
+    assert main(["generate", "-n", "2", "--model", str(folder), "--guidance-scale", "2", "--output-dir",
+                 str(tmp_path / "b")]) == 2
+    assert "--guidance-scale needs --condition" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["generate", "--condition", "band_gap", "--output-dir", str(tmp_path / "c")])
+    assert "is not NAME=VALUE" in capsys.readouterr().err

@@ -14,7 +14,14 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
-from .utils.arguments import add_hidden_alias, positive_float, positive_int, space_group_number
+from .utils.arguments import (
+    add_hidden_alias,
+    name_value,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    space_group_number,
+)
 
 DESCRIPTION = ("Generate crystals with a WyckoffTransformer, predict the crystals of a composition, realise them in "
                "3D, evaluate a sample set, predict crystal properties, tokenize CIF files. `wyckoff-hf COMMAND "
@@ -71,6 +78,14 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
                         help="element symbols the sites may hold (default: all of the vocabulary)")
     parser.add_argument("--required-elements", nargs="+", default=None, metavar="EL",
                         help="element symbols every crystal must contain")
+    parser.add_argument("--num-elements-range", type=positive_int, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="numbers of distinct elements a crystal may have (default: the checkpoint's training "
+                             "range, e.g. 2 3 for a binary/ternary model)")
+    parser.add_argument("--condition", type=name_value, action="append", default=None, metavar="NAME=VALUE",
+                        help="a property a conditional generator samples for, e.g. band_gap=1.5 (repeatable)")
+    parser.add_argument("--guidance-scale", type=non_negative_float, default=1.0,
+                        help="classifier-free guidance with --condition: 1 samples the conditional, above 1 pushes "
+                             "harder toward the condition (default: %(default)s)")
     parser.add_argument("--predict", action="append", default=None, metavar="MODEL",
                         help="property model folder or Hub id (repeatable): its predictions for every sample go into "
                              "OUTPUT_DIR/predictions.csv")
@@ -172,14 +187,20 @@ def _run_generate(args: argparse.Namespace) -> int:
     from .prediction.cli import load_predictors
 
     prompt = _prompt(args.space_group, args.prompt_sites)
+    condition = None if args.condition is None else dict(args.condition)
+    if args.guidance_scale != 1.0 and condition is None:
+        raise ValueError("--guidance-scale needs --condition")
     model, tokenizer, settings, generation = _start_job(args)
     predictors = load_predictors(args.predict or [], args.device)
     space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
     representations = sample_crystals(model, tokenizer, args.num_samples, space_group, seed=args.seed,
                                       temperature=args.temperature, allowed_elements=args.allowed_elements,
-                                      required_elements=args.required_elements, prompt=prompt)
+                                      required_elements=args.required_elements, prompt=prompt, condition=condition,
+                                      guidance_scale=args.guidance_scale,
+                                      num_elements_range=args.num_elements_range)
     generation.update(allowed_elements=args.allowed_elements, required_elements=args.required_elements,
-                      prompt_sites=args.prompt_sites, predict=args.predict)
+                      prompt_sites=args.prompt_sites, condition=condition, guidance_scale=args.guidance_scale,
+                      num_elements_range=args.num_elements_range, predict=args.predict)
     return _finish_job(args, representations, settings, {"generation": generation},
                        [f"  {rep}" for rep in representations[:10]], predictors)
 
