@@ -1,24 +1,30 @@
 """Train a WyckoffTransformer on a prepared crystal dataset with 🤗 Accelerate, on one or several processes.
 
     python scripts/train.py --dataset DIR_OR_HUB_ID --output-dir runs/NAME [--config model.json] ...
+    python scripts/train.py --condition band_gap ...                           # a band-gap-conditional generator
+    python scripts/train.py --task property --target formation_energy_per_atom ...        # a property predictor
+    python scripts/train.py --task property --target band_gap --classification-threshold 0.0 ...  # a classifier
     accelerate launch --multi_gpu --num_processes 2 scripts/train.py ...   # 2 processes: GPUs (NCCL) or CPUs (gloo)
     torchrun --nproc_per_node 2 scripts/train.py ...                       # the same with torchrun
 
 docs/training.md has the multi-GPU and multi-node commands. Options are named as in
 ``transformers.TrainingArguments`` where the meaning is the same, and every default reproduces the shipped
-model (``wyckoff_hf/pretrained/mp20-biternary``). The run writes
+model (``wyckoff_hf/pretrained/mp20-biternary``). One loop serves both tasks; what differs (the model, the
+batch's extra columns, the loss terms and metrics, the end of the run) is a task object, ``GenerationTask`` or
+``PropertyTask``. The run writes
 
-- ``OUTPUT_DIR`` itself: the best model by validation loss (``save_pretrained``: config.json,
-  generation_config.json with the training split's space-group prior and the calibrated sampling temperature,
-  model.safetensors, the modeling code for ``trust_remote_code``), the tokenizer, the model card ``README.md``,
-  ``metrics.jsonl`` (every logged value) and ``training_summary.json``;
+- ``OUTPUT_DIR`` itself: the best model by validation loss (``save_pretrained``: config.json, model.safetensors,
+  the modeling code for ``trust_remote_code``; for a generator also generation_config.json with the training
+  split's space-group prior and the calibrated sampling temperature), the tokenizer, the model card
+  ``README.md``, ``metrics.jsonl`` (every logged value) and ``training_summary.json``;
 - ``OUTPUT_DIR/checkpoint-N/`` (N = optimizer steps so far, as ``Trainer`` names them): ``accelerator.save_state``
   plus ``trainer_state.json``, resumed with ``--resume-from-checkpoint latest`` (or a path).
 
 On several processes each global batch (``per_device_train_batch_size`` × processes crystals, drawn by one
-length-grouped sampler over the whole split) is cut into one slice per process, and each process weights its
-losses by its share of the global batch's predictions, so N processes follow the trajectory of one process
-with the same global batch (up to float summation order). Only the main process writes files.
+length-grouped sampler over the whole split) is cut into one slice per process, and each process weights each
+loss term by its share of the global batch's predictions (a property loss predicts once per crystal), so N
+processes follow the trajectory of one process with the same global batch (up to float summation order). Only
+the main process writes files.
 """
 
 from __future__ import annotations
@@ -31,31 +37,42 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from pathlib import Path
+from typing import Any, Literal, Protocol
 
+import numpy as np
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import ProjectConfiguration, set_seed
+from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import HfArgumentParser, get_cosine_schedule_with_warmup
+from transformers import BatchEncoding, HfArgumentParser, PreTrainedModel, get_cosine_schedule_with_warmup
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from wyckoff_hf.cards import write_model_card
 from wyckoff_hf.cards.model_card import CONFIG_NOT_SHOWN
 from wyckoff_hf.data import load_wyckoff_dataset
 from wyckoff_hf.generation.calibration import calibrate_checkpoint
-from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
+from wyckoff_hf.modeling import (
+    WyckoffTransformerConfig,
+    WyckoffTransformerForCrystalGeneration,
+    WyckoffTransformerForPropertyPrediction,
+)
 from wyckoff_hf.tokenization import WyckoffTokenizer
 from wyckoff_hf.utils.hub import HubRepoError, ensure_hub_repo
 from wyckoff_hf.utils.parallel import die_with_parent
 
 FIELD_LOSSES = ("element_loss", "site_symmetry_loss", "enumeration_loss")
+# config fields that --task / --target / --condition and the training split set, which --config must leave alone
+TASK_CONFIG_FIELDS = ("num_labels", "problem_type", "id2label", "label2id", "label_mean", "label_std",
+                      "condition_names", "condition_mean", "condition_std")
 CHECKPOINT_PREFIX = "checkpoint-"
 STAGING_DIR = ".best-model-staging"
 PUSH_IGNORE = [f"{CHECKPOINT_PREFIX}*/*", "runs/*", f"{STAGING_DIR}/*"]
+FIRST_IDS_SHOWN = 5
 
 
 @dataclass
@@ -66,10 +83,40 @@ class DataArguments:
     max_validation_rows: int | None = field(default=None, metadata={"help": "use only the first N validation rows"})
 
 
+def column_list(text: str | None) -> list[str]:
+    """``"a,b"`` → ``["a", "b"]``; ``None`` → ``[]``."""
+    return [name.strip() for name in text.split(",")] if text is not None else []
+
+
+@dataclass
+class TaskArguments:
+    task: Literal["generation", "property"] = field(default="generation", metadata={
+        "help": "generation: a crystal generator (conditioned on --condition, if given); property: a predictor of "
+                "--target from the Wyckoff representation (AutoModelForSequenceClassification)"})
+    target: str | None = field(default=None, metadata={
+        "help": "property task: the dataset column(s) to predict, comma-separated (one regression output each); "
+                "rows without a value are reported and skipped"})
+    classification_threshold: float | None = field(default=None, metadata={
+        "help": "property task: classify instead of regressing, label 1 when TARGET > THRESHOLD, else 0 "
+                "(one --target)"})
+    condition: str | None = field(default=None, metadata={
+        "help": "generation task: the dataset column(s) to condition on, comma-separated; a row without a value "
+                "is kept, its condition unknown to the model"})
+
+    @property
+    def targets(self) -> list[str]:
+        return column_list(self.target)
+
+    @property
+    def conditions(self) -> list[str]:
+        return column_list(self.condition)
+
+
 @dataclass
 class ModelArguments:
     config: str | None = field(default=None, metadata={
-        "help": "JSON file of WyckoffTransformerConfig overrides (layers, heads, embedding sizes, dropout...)"})
+        "help": "JSON file of WyckoffTransformerConfig overrides (layers, heads, embedding sizes, dropout, "
+                "regression_loss, condition_embedding_size...)"})
 
 
 @dataclass
@@ -95,7 +142,7 @@ class TrainArguments:
     early_stopping_patience: int = field(default=10, metadata={
         "help": "stop after N epochs without a better validation loss"})
     calibration_temperatures: str = field(default="0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2", metadata={
-        "help": "comma-separated candidate sampling temperatures ('' skips calibration)"})
+        "help": "generation task: comma-separated candidate sampling temperatures ('' skips calibration)"})
     calibration_rows: int = field(default=2000, metadata={"help": "validation crystals used for calibration"})
     calibration_samples_per_row: int = field(default=4, metadata={
         "help": "crystals sampled per validation crystal (in its space group) for each temperature"})
@@ -106,7 +153,8 @@ class TrainArguments:
     run_name: str = field(default="wyckoff-transformer", metadata={"help": "tracker run name"})
 
 
-def check_arguments(parser: HfArgumentParser, data_args: DataArguments, args: TrainArguments) -> None:
+def check_arguments(parser: HfArgumentParser, data_args: DataArguments, task_args: TaskArguments,
+                    args: TrainArguments) -> None:
     """Refuse values that would fail (or silently do nothing) hours later, with argparse's one-line error."""
     at_least = {"--num-train-epochs": (args.num_train_epochs, 1),
                 "--per-device-train-batch-size": (args.per_device_train_batch_size, 1),
@@ -124,7 +172,266 @@ def check_arguments(parser: HfArgumentParser, data_args: DataArguments, args: Tr
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id ORG/NAME")
+    if task_args.task == "property":
+        if task_args.target is None:
+            parser.error("--task property needs --target COLUMN[,COLUMN...]")
+        if task_args.condition is not None:
+            parser.error("--condition is for --task generation: a property predictor takes no conditions")
+        if task_args.classification_threshold is not None and len(task_args.targets) > 1:
+            parser.error(f"--classification-threshold classifies one --target, got {task_args.target!r}")
+    else:
+        if task_args.target is not None:
+            parser.error("--target is for --task property (a generator is conditioned with --condition)")
+        if task_args.classification_threshold is not None:
+            parser.error("--classification-threshold is for --task property")
+    for option, text, names in (("--target", task_args.target, task_args.targets),
+                                ("--condition", task_args.condition, task_args.conditions)):
+        if "" in names or len(set(names)) != len(names):
+            parser.error(f"{option} {text!r}: give comma-separated column names, each once")
 
+
+def check_columns(parser: HfArgumentParser, option: str, names: Sequence[str], split: Dataset) -> None:
+    """Each column that ``option`` names must hold numbers in the dataset; else argparse's one-line error, before
+    any training is set up."""
+    numeric = [name for name, feature in split.features.items()
+               if getattr(feature, "dtype", "").startswith(("float", "int", "bool"))]
+    for name in names:
+        if name not in numeric:
+            problem = "is not a numeric column" if name in split.features else "no such column"
+            parser.error(f"{option} {name}: {problem} in the dataset (numeric columns: {', '.join(numeric)})")
+
+
+def config_overrides(parser: HfArgumentParser, model_args: ModelArguments) -> dict[str, Any]:
+    """The ``--config`` JSON; it may not set what the task derives (labels, their scale, the conditions)."""
+    overrides = json.loads(Path(model_args.config).read_text()) if model_args.config else {}
+    derived = sorted(set(overrides) & set(TASK_CONFIG_FIELDS))
+    if derived:
+        parser.error(f"--config {model_args.config}: {', '.join(derived)} come from --task, --target or "
+                     "--condition and the training split, not from the config")
+    return overrides
+
+
+# ------------------------------------------------------------------------------------------------ columns
+
+def column_values(split: Dataset, columns: Sequence[str]) -> np.ndarray:
+    """``(rows, len(columns))`` float64 values of a split, NaN where a row has none."""
+    return np.asarray([split[column] for column in columns], dtype=float).reshape(len(columns), len(split)).T
+
+
+def feature_values(features: Sequence[dict[str, Any]], columns: Sequence[str]) -> torch.Tensor:
+    """``(batch, len(columns))`` float32 values of a loader's rows, NaN where a row has none."""
+    return torch.tensor([[math.nan if row[column] is None else float(row[column]) for column in columns]
+                         for row in features], dtype=torch.float32)
+
+
+def missing_values(split: Dataset, columns: Sequence[str]) -> np.ndarray:
+    """Which rows lack a value of any of ``columns`` (missing or NaN)."""
+    return np.isnan(column_values(split, columns)).any(axis=1)
+
+
+def missing_note(split: Dataset, missing: np.ndarray, columns: Sequence[str], split_name: str, outcome: str) -> str:
+    """One line saying how many rows lack a value and what became of them, with the first few ids."""
+    ids = split["material_id"] if "material_id" in split.column_names else range(len(split))
+    first = ", ".join(str(ids[i]) for i in np.flatnonzero(missing)[:FIRST_IDS_SHOWN])
+    return (f"{split_name}: {missing.sum()} of {len(split)} rows have no value of {', '.join(columns)}, "
+            f"{outcome} (first: {first})")
+
+
+def standardisation(split: Dataset, columns: Sequence[str], option: str) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation of each column over the training split's known values: the scale on which
+    the model sees them."""
+    values = column_values(split, columns)
+    mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+    for name, spread in zip(columns, std, strict=True):
+        if not spread > 0:  # also NaN: no value at all
+            sys.exit(f"train.py: error: {option} {name}: the training split's values have no spread to "
+                     f"standardise with (std {spread})")
+    return mean.tolist(), std.tolist()
+
+
+# -------------------------------------------------------------------------------------------------- tasks
+
+class Task(Protocol):
+    """What differs between training a generator and a property predictor; ``main``'s loop serves both.
+
+    ``batch_statistics`` returns, for every loss term and then every metric, its mean over the batch and the
+    number of predictions that mean is over: the loop weights each loss term by its share of the global batch's
+    predictions and sums means × counts exactly across processes (``Totals``)."""
+
+    loss_terms: tuple[str, ...]  # summed into the loss
+    metric_names: tuple[str, ...]  # logged beside the loss, not trained on
+    columns: list[str]  # the dataset columns the collator reads besides the tokens
+    usage: str  # how to use the saved model, with an {output_dir} placeholder
+
+    def select_rows(self, split: Dataset, split_name: str) -> tuple[Dataset, str | None]: ...
+
+    def build_model(self, tokenizer: WyckoffTokenizer, train_split: Dataset,
+                    overrides: dict[str, Any]) -> PreTrainedModel: ...
+
+    def collate(self, features: list[dict[str, Any]]) -> BatchEncoding: ...
+
+    def batch_statistics(self, output: Any, batch: BatchEncoding) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def finish(self, output_dir: Path, args: TrainArguments, train_split: Dataset,
+               validation_split: Dataset) -> tuple[PreTrainedModel, dict[str, Any]]: ...
+
+
+def prediction_counts(batch, stop_token_id: int) -> torch.Tensor:
+    """How many predictions each field loss of ``FIELD_LOSSES`` averages over: the element head predicts every
+    token (STOP included), the site-symmetry and enumeration heads the site tokens."""
+    mask = batch["attention_mask"].bool()
+    sites = (mask & (batch["element_ids"] != stop_token_id)).sum()
+    return torch.stack([mask.sum(), sites, sites]).float()
+
+
+def field_losses(output) -> torch.Tensor:
+    return torch.stack([getattr(output, name) for name in FIELD_LOSSES])
+
+
+class GenerationTask:
+    """A crystal generator: the cascade's three cross-entropies, each a mean over its own predictions.
+
+    With ``conditions`` (dataset columns), a conditional generator: the config gets their names and the training
+    split's mean and std, and the collator adds each crystal's values as ``conditions``, NaN (unknown to the
+    model) where a row has none. A sampling temperature is calibrated at the end, as for the plain generator.
+    """
+
+    loss_terms = FIELD_LOSSES
+    metric_names: tuple[str, ...] = ()
+    usage = "from_pretrained, or `wyckoff-hf generate --model {output_dir}`"
+
+    def __init__(self, tokenizer: WyckoffTokenizer, conditions: Sequence[str] = ()) -> None:
+        self.tokenizer, self.columns = tokenizer, list(conditions)
+
+    def select_rows(self, split: Dataset, split_name: str) -> tuple[Dataset, str | None]:
+        """Every row: a missing condition is an unknown one, which the model is trained with anyway."""
+        missing = missing_values(split, self.columns) if self.columns else None
+        if missing is None or not missing.any():
+            return split, None
+        return split, missing_note(split, missing, self.columns, split_name, "kept with that condition unknown")
+
+    def build_model(self, tokenizer: WyckoffTokenizer, train_split: Dataset,
+                    overrides: dict[str, Any]) -> WyckoffTransformerForCrystalGeneration:
+        """A fresh model built for the tokenizer's tables, sampling space groups from the training split's prior."""
+        conditioning = {}
+        if self.columns:
+            mean, std = standardisation(train_split, self.columns, "--condition")
+            conditioning = {"condition_names": self.columns, "condition_mean": mean, "condition_std": std}
+        model = WyckoffTransformerForCrystalGeneration(
+            WyckoffTransformerConfig.from_tokenizer(tokenizer, **conditioning, **overrides))
+        counts = Counter(train_split["space_group"])
+        model.generation_config.space_group_counts = [counts.get(int(token), 0) if token.isdigit() else 0
+                                                      for token in tokenizer.vocabularies["space_group"]]
+        return model
+
+    def collate(self, features: list[dict[str, Any]]) -> BatchEncoding:
+        batch = self.tokenizer.pad(features, return_tensors="pt")
+        if self.columns:
+            batch["conditions"] = feature_values(features, self.columns)
+        return batch
+
+    def batch_statistics(self, output, batch: BatchEncoding) -> tuple[torch.Tensor, torch.Tensor]:
+        return field_losses(output), prediction_counts(batch, self.tokenizer.stop_token_id)
+
+    def finish(self, output_dir: Path, args: TrainArguments, train_split: Dataset,
+               validation_split: Dataset) -> tuple[WyckoffTransformerForCrystalGeneration, dict[str, Any]]:
+        """Calibrate the best model's sampling temperature (unconditional samples for a conditional model)."""
+        model = WyckoffTransformerForCrystalGeneration.from_pretrained(output_dir).eval()
+        temperatures = [float(t) for t in args.calibration_temperatures.split(",") if t.strip()]
+        calibration = None
+        if temperatures:
+            calibration = calibrate_checkpoint(model, self.tokenizer, validation_split, temperatures,
+                                               args.calibration_rows, args.calibration_samples_per_row, args.seed)
+            model.save_pretrained(output_dir)
+        return model, {"sampling_temperature": model.generation_config.temperature, "calibration": calibration}
+
+
+class PropertyTask:
+    """A property predictor (``WyckoffTransformerForPropertyPrediction``, ``AutoModelForSequenceClassification``).
+
+    Regression of ``targets`` (one output each, in its own units; the loss is on the training split's
+    standardised scale, so targets in eV and eV/atom weigh alike), or, with ``threshold``, two classes:
+    ``target > threshold`` (1) or not (0). Rows without a value are skipped (reported). The loss is a mean over
+    crystals, so it is weighted by crystals across processes; the metrics are each target's mean absolute error
+    in its units, or the accuracy. No sampling, so no temperature calibration.
+    """
+
+    loss_terms = ("loss",)
+    usage = ("`import wyckoff_hf; AutoModelForSequenceClassification.from_pretrained({output_dir!r})`, "
+             "inputs from `AutoTokenizer.from_pretrained({output_dir!r})`")
+
+    def __init__(self, tokenizer: WyckoffTokenizer, targets: Sequence[str], threshold: float | None = None) -> None:
+        self.tokenizer, self.columns, self.threshold = tokenizer, list(targets), threshold
+        self.metric_names = ("accuracy",) if threshold is not None else tuple(f"mae/{t}" for t in self.columns)
+
+    def select_rows(self, split: Dataset, split_name: str) -> tuple[Dataset, str | None]:
+        """The rows with a value of every target; the others are skipped, and the note names them."""
+        missing = missing_values(split, self.columns)
+        if not missing.any():
+            return split, None
+        return (split.select(np.flatnonzero(~missing)),
+                missing_note(split, missing, self.columns, split_name, "skipped"))
+
+    def label_config(self, train_split: Dataset) -> dict[str, Any]:
+        """The config's label fields: names, problem type and, for regression, the training split's scale."""
+        if self.threshold is None:
+            mean, std = standardisation(train_split, self.columns, "--target")
+            names = self.columns
+            scale = {"problem_type": "regression", "label_mean": mean, "label_std": std}
+        else:
+            (target,) = self.columns
+            names = [f"{target} <= {self.threshold}", f"{target} > {self.threshold}"]
+            scale = {"problem_type": "single_label_classification"}
+        return {"num_labels": len(names), "id2label": dict(enumerate(names)),
+                "label2id": {name: index for index, name in enumerate(names)}, **scale}
+
+    def build_model(self, tokenizer: WyckoffTokenizer, train_split: Dataset,
+                    overrides: dict[str, Any]) -> WyckoffTransformerForPropertyPrediction:
+        config = WyckoffTransformerConfig.from_tokenizer(tokenizer, **self.label_config(train_split), **overrides)
+        return WyckoffTransformerForPropertyPrediction(config)
+
+    def labels(self, values: torch.Tensor) -> torch.Tensor:
+        """``(batch, targets)`` values as the model's labels: themselves, or the class of the one target."""
+        return values if self.threshold is None else (values[:, 0] > self.threshold).long()
+
+    def collate(self, features: list[dict[str, Any]]) -> BatchEncoding:
+        batch = self.tokenizer.pad(features, return_tensors="pt")
+        batch["labels"] = self.labels(feature_values(features, self.columns))
+        return batch
+
+    def batch_statistics(self, output, batch: BatchEncoding) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, labels = output.logits.detach().float(), batch["labels"]
+        if self.threshold is None:
+            metrics = (logits - labels).abs().mean(0)
+        else:
+            metrics = (logits.argmax(-1) == labels).float().mean()[None]
+        means = torch.cat([output.loss.float()[None], metrics])
+        return means, torch.full_like(means, len(labels))
+
+    def finish(self, output_dir: Path, args: TrainArguments, train_split: Dataset,
+               validation_split: Dataset) -> tuple[WyckoffTransformerForPropertyPrediction, dict[str, Any]]:
+        """The best model, and the validation metrics of the trivial predictor to compare it with: the training
+        split's mean of each target (regression) or its majority class (classification)."""
+        model = WyckoffTransformerForPropertyPrediction.from_pretrained(output_dir)
+        train, validation = (self.labels(torch.from_numpy(column_values(split, self.columns)))
+                             for split in (train_split, validation_split))
+        if self.threshold is None:
+            errors = (validation - train.mean(0)).abs().mean(0).tolist()
+            baseline = {f"validation/mae/{target}": error for target, error in zip(self.columns, errors, strict=True)}
+        else:
+            majority = train.bincount(minlength=2).argmax()
+            baseline = {"validation/accuracy": (validation == majority).double().mean().item()}
+        return model, {"targets": self.columns, "classification_threshold": self.threshold,
+                       "baseline_validation": baseline}
+
+
+def make_task(task_args: TaskArguments, tokenizer: WyckoffTokenizer) -> Task:
+    if task_args.task == "property":
+        return PropertyTask(tokenizer, task_args.targets, task_args.classification_threshold)
+    return GenerationTask(tokenizer, task_args.conditions)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
 
 def checkpoints(output_dir: Path) -> list[Path]:
     """The *complete* ``checkpoint-N`` folders, oldest first: ``trainer_state.json`` is written last, so a run
@@ -153,6 +460,18 @@ def checkpoint_to_resume(resume_from_checkpoint: str | None, output_dir: Path) -
         sys.exit(f"train.py: error: --resume-from-checkpoint {folder}: not a complete checkpoint "
                  "(no trainer_state.json)")
     return folder
+
+
+def check_resumed_task(checkpoint: Path, task_args: TaskArguments) -> None:
+    """Resume only with the task options the checkpoint was trained with: other labels or conditions would give
+    a model of another shape (a checkpoint from before the task options is a plain generator's)."""
+    trained = json.loads((checkpoint / "trainer_state.json").read_text()).get("task", asdict(TaskArguments()))
+    given = asdict(task_args)
+    if trained != given:
+        trained, given = ({key: value for key, value in options.items() if value is not None}
+                          for options in (trained, given))
+        sys.exit(f"train.py: error: --resume-from-checkpoint {checkpoint}: trained with the task options {trained}, "
+                 f"not {given}")
 
 
 def die_with_launcher(*_: object) -> None:
@@ -189,69 +508,53 @@ def make_accelerator(args: TrainArguments) -> Accelerator:
                        project_config=project)
 
 
-def build_model(model_args: ModelArguments, tokenizer: WyckoffTokenizer,
-                train_split) -> WyckoffTransformerForCrystalGeneration:
-    """A fresh model built for the tokenizer's tables, sampling space groups from the training split's prior."""
-    overrides = json.loads(Path(model_args.config).read_text()) if model_args.config else {}
-    model = WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(tokenizer, **overrides))
-    counts = Counter(train_split["space_group"])
-    model.generation_config.space_group_counts = [counts.get(int(token), 0) if token.isdigit() else 0
-                                                  for token in tokenizer.vocabularies["space_group"]]
-    return model
+def global_batch_loss(losses: torch.Tensor, counts: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
+    """This process's share of the global batch's loss (the mean of each loss term over its predictions, summed).
 
-
-def prediction_counts(batch, stop_token_id: int) -> torch.Tensor:
-    """How many predictions each field loss of ``FIELD_LOSSES`` averages over: the element head predicts every
-    token (STOP included), the site-symmetry and enumeration heads the site tokens."""
-    mask = batch["attention_mask"].bool()
-    sites = (mask & (batch["element_ids"] != stop_token_id)).sum()
-    return torch.stack([mask.sum(), sites, sites]).float()
-
-
-def field_losses(output) -> torch.Tensor:
-    return torch.stack([getattr(output, name) for name in FIELD_LOSSES])
-
-
-def global_batch_loss(output, counts: torch.Tensor, accelerator: Accelerator) -> torch.Tensor:
-    """This process's share of the global batch's loss (the per-prediction mean of each field, summed).
-
-    Each field mean is weighted by this slice's share of the global batch's predictions, times the number of
-    processes because DDP averages the processes' gradients: the result is the gradient one process would
-    get from the whole batch, however unevenly the predictions fall across the slices.
+    Each term's mean is weighted by this slice's share of the global batch's predictions of that term (crystals,
+    for a property), times the number of processes because DDP averages the processes' gradients: the result is
+    the gradient one process would get from the whole batch, however unevenly the predictions fall across the
+    slices.
     """
     share = counts / accelerator.reduce(counts, reduction="sum")
-    return (field_losses(output) * share).sum() * accelerator.num_processes
+    return (losses * share).sum() * accelerator.num_processes
 
 
-class LossTotals:
-    """Per-field sums of losses × predictions, and prediction counts, on this process; ``means`` reduces over
-    all processes, so the averages are exact whatever the batching and the sharding."""
+class Totals:
+    """Per loss term and metric of a task, sums of batch means × predictions and the prediction counts, on this
+    process; ``means`` reduces over all processes, so the averages are exact whatever the batching and sharding."""
 
-    def __init__(self, device: torch.device):
-        self.sums = torch.zeros(len(FIELD_LOSSES), device=device)
-        self.counts = torch.zeros(len(FIELD_LOSSES), device=device)
+    def __init__(self, task: Task, device: torch.device):
+        self.task = task
+        self.sums = torch.zeros(len(task.loss_terms) + len(task.metric_names), device=device)
+        self.counts = torch.zeros_like(self.sums)
         self.crystals = 0
 
-    def add(self, output, counts: torch.Tensor, crystals: int) -> None:
-        self.sums += field_losses(output).detach().float() * counts
+    def add(self, means: torch.Tensor, counts: torch.Tensor, crystals: int) -> None:
+        self.sums += means.detach().float() * counts
         self.counts += counts
         self.crystals += crystals
 
     def means(self, accelerator: Accelerator, prefix: str) -> dict[str, float]:
+        """``prefix/loss`` (the terms' sum), each term when there are several, then each metric."""
         sums, counts = accelerator.reduce(torch.stack([self.sums, self.counts]), reduction="sum")
-        fields = (sums / counts).tolist()
-        named = {f"{prefix}/{name}": value for name, value in zip(FIELD_LOSSES, fields, strict=True)}
-        return {f"{prefix}/loss": sum(fields), **named}
+        values = (sums / counts).tolist()
+        losses, metrics = values[:len(self.task.loss_terms)], values[len(self.task.loss_terms):]
+        named = {f"{prefix}/loss": sum(losses)}
+        if len(losses) > 1:  # a single term is the loss itself
+            named.update({f"{prefix}/{name}": value for name, value in zip(self.task.loss_terms, losses, strict=True)})
+        named.update({f"{prefix}/{name}": value for name, value in zip(self.task.metric_names, metrics, strict=True)})
+        return named
 
 
-def evaluate(model, loader, accelerator: Accelerator, stop_token_id: int) -> dict[str, float]:
-    """Validation losses: per-prediction means over the whole split (each process scores its own shard)."""
+def evaluate(model, loader, accelerator: Accelerator, task: Task) -> dict[str, float]:
+    """Validation loss terms and metrics: exact means over the whole split (each process scores its own shard)."""
     model.eval()
-    totals = LossTotals(accelerator.device)
+    totals = Totals(task, accelerator.device)
     with torch.no_grad():
         for batch in loader:
             batch = batch.to(accelerator.device)
-            totals.add(model(**batch), prediction_counts(batch, stop_token_id), len(batch["attention_mask"]))
+            totals.add(*task.batch_statistics(model(**batch), batch), len(batch["attention_mask"]))
     return totals.means(accelerator, "validation")
 
 
@@ -286,13 +589,19 @@ def restart_metrics_log(path: Path, last_epoch: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((DataArguments, ModelArguments, TrainArguments))
-    data_args, model_args, args = parser.parse_args_into_dataclasses(argv)
-    check_arguments(parser, data_args, args)
+    parser = HfArgumentParser((DataArguments, TaskArguments, ModelArguments, TrainArguments))
+    data_args, task_args, model_args, args = parser.parse_args_into_dataclasses(argv)
+    check_arguments(parser, data_args, task_args, args)
+    overrides = config_overrides(parser, model_args)
     output_dir = Path(args.output_dir)
     resume = checkpoint_to_resume(args.resume_from_checkpoint, output_dir)
+    if resume:
+        check_resumed_task(resume, task_args)
     if launched():
         die_with_launcher()
+    dataset = load_wyckoff_dataset(data_args.dataset)
+    check_columns(parser, "--target", task_args.targets, dataset["train"])
+    check_columns(parser, "--condition", task_args.conditions, dataset["train"])
     accelerator = make_accelerator(args)
     if args.push_to_hub and accelerator.is_main_process:
         try:
@@ -301,17 +610,21 @@ def main(argv: list[str] | None = None) -> dict:
             sys.exit(f"train.py: error: {err}")
     set_seed(args.seed)
 
-    dataset = load_wyckoff_dataset(data_args.dataset)
     train_split, validation_split = dataset["train"], dataset["validation"]
     if data_args.max_train_rows:
         train_split = train_split.select(range(min(data_args.max_train_rows, len(train_split))))
     if data_args.max_validation_rows:
         validation_split = validation_split.select(range(min(data_args.max_validation_rows, len(validation_split))))
     tokenizer = WyckoffTokenizer()
-    model = build_model(model_args, tokenizer, train_split)
-    stop_token_id = model.config.stop_token_id
+    task = make_task(task_args, tokenizer)
+    train_split, train_note = task.select_rows(train_split, "train")
+    validation_split, validation_note = task.select_rows(validation_split, "validation")
+    data_notes = [note for note in (train_note, validation_note) if note]
+    for note in data_notes:
+        accelerator.print(note)
+    model = task.build_model(tokenizer, train_split, overrides)
 
-    collate = partial(tokenizer.pad, return_tensors="pt")
+    columns = [*tokenizer.model_input_names, *task.columns]
     workers = {"num_workers": args.dataloader_num_workers, "persistent_workers": args.dataloader_num_workers > 0,
                "worker_init_fn": die_with_launcher if args.dataloader_num_workers else None}
     # Batches of similar lengths: the cascade loss costs (tokens per crystal)² per crystal, so padding a
@@ -321,13 +634,13 @@ def main(argv: list[str] | None = None) -> dict:
     shuffling = torch.Generator()
     sampler = LengthGroupedSampler(global_batch, lengths=[len(m) for m in train_split["attention_mask"]],
                                    generator=shuffling)
-    train_loader = DataLoader(train_split.select_columns(tokenizer.model_input_names).with_format(None),
-                              batch_size=global_batch, sampler=sampler, collate_fn=collate, **workers)
+    train_loader = DataLoader(train_split.select_columns(columns).with_format(None), batch_size=global_batch,
+                              sampler=sampler, collate_fn=task.collate, **workers)
     # Validation is sharded by hand (contiguous, uneven shards): accelerate would top up the last batch
     # with repeated crystals, and the losses are summed exactly in ``evaluate`` anyway.
     validation_shard = validation_split.shard(accelerator.num_processes, accelerator.process_index, contiguous=True)
-    validation_loader = DataLoader(validation_shard.select_columns(tokenizer.model_input_names).with_format(None),
-                                   batch_size=args.per_device_eval_batch_size, collate_fn=collate, **workers)
+    validation_loader = DataLoader(validation_shard.select_columns(columns).with_format(None),
+                                   batch_size=args.per_device_eval_batch_size, collate_fn=task.collate, **workers)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=args.weight_decay)
     steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
     total_steps = steps_per_epoch * args.num_train_epochs
@@ -335,41 +648,43 @@ def main(argv: list[str] | None = None) -> dict:
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
 
     state = {"epoch": -1, "global_step": 0, "best_validation_loss": math.inf, "best_epoch": -1,
-             "epochs_without_improvement": 0, "best_validation": {}, "train_crystals_per_process": []}
+             "epochs_without_improvement": 0, "best_validation": {}, "train_crystals_per_process": [],
+             "task": asdict(task_args)}
     if resume:
         accelerator.load_state(str(resume))
-        state = json.loads((resume / "trainer_state.json").read_text())
+        state = {**state, **json.loads((resume / "trainer_state.json").read_text())}
         accelerator.print(f"resumed from {resume} after epoch {state['epoch']}")
 
-    accelerator.init_trackers(args.run_name, config={**asdict(data_args), **asdict(args)})
+    accelerator.init_trackers(args.run_name, config={**asdict(data_args), **asdict(task_args), **asdict(args)})
     metrics_log = output_dir / "metrics.jsonl"
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         restart_metrics_log(metrics_log, state["epoch"])
+    loss_terms = len(task.loss_terms)
     start = time.perf_counter()
     for epoch in range(state["epoch"] + 1, args.num_train_epochs):
         if state["epochs_without_improvement"] >= args.early_stopping_patience:
             break
         model.train()
         shuffling.manual_seed(args.seed + epoch)
-        totals = LossTotals(accelerator.device)
+        totals = Totals(task, accelerator.device)
         progress = tqdm(train_loader, desc=f"epoch {epoch}", disable=not accelerator.is_local_main_process,
                         leave=False)
         for batch in progress:
             with accelerator.accumulate(model):
                 output = model(**batch)
-                counts = prediction_counts(batch, stop_token_id)
-                accelerator.backward(global_batch_loss(output, counts, accelerator))
+                means, counts = task.batch_statistics(output, batch)
+                accelerator.backward(global_batch_loss(means[:loss_terms], counts[:loss_terms], accelerator))
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
             state["global_step"] += int(accelerator.sync_gradients)
-            totals.add(output, counts, len(batch["attention_mask"]))
+            totals.add(means, counts, len(batch["attention_mask"]))
             progress.set_postfix(loss=f"{output.loss.item():.3f}")
         metrics = totals.means(accelerator, "train")
-        metrics.update(evaluate(model, validation_loader, accelerator, stop_token_id))
+        metrics.update(evaluate(model, validation_loader, accelerator, task))
         metrics.update({"epoch": epoch, "step": state["global_step"], "learning_rate": scheduler.get_last_lr()[0],
                         "elapsed_s": time.perf_counter() - start})
         accelerator.log(metrics, step=epoch)
@@ -388,8 +703,9 @@ def main(argv: list[str] | None = None) -> dict:
         if accelerator.is_main_process:
             with open(metrics_log, "a") as f:
                 f.write(json.dumps(metrics) + "\n")
-            accelerator.print(f"epoch {epoch}: train {metrics['train/loss']:.4f} "
-                              f"validation {metrics['validation/loss']:.4f} (best {state['best_validation_loss']:.4f})")
+            shown = "".join(f" {name} {metrics[f'validation/{name}']:.4f}" for name in task.metric_names)
+            accelerator.print(f"epoch {epoch}: train {metrics['train/loss']:.4f} validation "
+                              f"{metrics['validation/loss']:.4f}{shown} (best {state['best_validation_loss']:.4f})")
         if (epoch + 1) % args.checkpoint_every_epochs == 0:
             save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
     accelerator.wait_for_everyone()
@@ -397,9 +713,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     summary = {}
     if accelerator.is_main_process:
-        summary = finish(output_dir, args, data_args, model_args, state, validation_split, tokenizer,
-                         wall_seconds=time.perf_counter() - start, device=str(accelerator.device),
-                         num_processes=accelerator.num_processes, train_rows=len(train_split))
+        hyperparameters = {**asdict(task_args), **asdict(args), "model_config": model_args.config}
+        summary = finish(output_dir, task, state, train_split, validation_split, args, hyperparameters,
+                         dataset=data_args.dataset, wall_seconds=time.perf_counter() - start,
+                         device=str(accelerator.device), num_processes=accelerator.num_processes,
+                         train_rows=len(train_split), validation_rows=len(validation_split), data_notes=data_notes)
     return summary
 
 
@@ -412,29 +730,23 @@ def launch_command() -> str:
     return launcher + " ".join(sys.argv)
 
 
-def finish(output_dir: Path, args: TrainArguments, data_args: DataArguments, model_args: ModelArguments,
-           state: dict, validation_split, tokenizer: WyckoffTokenizer, **facts) -> dict:
-    """Calibrate the temperature of the best model, write the summary and card, push if asked."""
-    model = WyckoffTransformerForCrystalGeneration.from_pretrained(output_dir).eval()
-    temperatures = [float(t) for t in args.calibration_temperatures.split(",") if t.strip()]
-    calibration = None
-    if temperatures:
-        calibration = calibrate_checkpoint(model, tokenizer, validation_split, temperatures, args.calibration_rows,
-                                           args.calibration_samples_per_row, args.seed)
-        model.save_pretrained(output_dir)
+def finish(output_dir: Path, task: Task, state: dict, train_split: Dataset, validation_split: Dataset,
+           args: TrainArguments, hyperparameters: dict[str, Any], **facts: Any) -> dict:
+    """The task's last step on the best model (a generator's temperature calibration), then the summary and
+    card; push if asked."""
+    model, task_summary = task.finish(output_dir, args, train_split, validation_split)
     summary = {
-        "command": launch_command(), "dataset": data_args.dataset, **facts,
+        "command": launch_command(), "task": hyperparameters["task"], **facts,
         "epochs_run": state["epoch"] + 1, "global_step": state["global_step"], "best_epoch": state["best_epoch"],
-        "best_validation": state["best_validation"], "sampling_temperature": model.generation_config.temperature,
-        "calibration": calibration, "num_parameters": model.num_parameters(),
-        "train_crystals_per_process": state["train_crystals_per_process"],
-        "hyperparameters": {**asdict(args), "model_config": model_args.config},
+        "best_validation": state["best_validation"], **task_summary, "num_parameters": model.num_parameters(),
+        "train_crystals_per_process": state["train_crystals_per_process"], "hyperparameters": hyperparameters,
         "model_config": {k: v for k, v in model.config.to_diff_dict().items() if k not in CONFIG_NOT_SHOWN},
     }
     (output_dir / "training_summary.json").write_text(json.dumps(summary, indent=2))
     write_model_card(output_dir, summary, model_id=args.hub_model_id or str(output_dir))
-    print(json.dumps({k: summary[k] for k in ("best_epoch", "best_validation", "sampling_temperature")}, indent=2))
-    print(f"model saved to {output_dir} (from_pretrained, or `wyckoff-hf generate --model {output_dir}`)")
+    shown = ("best_epoch", "best_validation", "baseline_validation", "sampling_temperature")
+    print(json.dumps({key: summary[key] for key in shown if key in summary}, indent=2))
+    print(f"model saved to {output_dir} ({task.usage.format(output_dir=str(output_dir))})")
     if args.push_to_hub:
         from huggingface_hub import HfApi
 

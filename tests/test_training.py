@@ -1,4 +1,5 @@
-"""scripts/train.py: accelerate launch on 1 and 2 processes, kill -9 and resume, bad input, the Hub upload."""
+"""scripts/train.py: accelerate launch on 1 and 2 processes, kill -9 and resume, bad input, the Hub upload; the
+property task (regression and classification) and conditional generation."""
 
 import importlib.util
 import json
@@ -8,17 +9,21 @@ import socket
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 from accelerate.state import AcceleratorState
+from datasets import Dataset
 from huggingface_hub import ModelCard, constants
 from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification
 
-from wyckoff_hf import WyckoffTokenizer, WyckoffTransformerForCrystalGeneration
-from wyckoff_hf.data import add_wyckoff_columns, load_crystal_csv_splits, write_parquet_splits
+from wyckoff_hf import WyckoffRepresentation, WyckoffTokenizer, WyckoffTransformerForCrystalGeneration
+from wyckoff_hf.data import add_wyckoff_columns, load_crystal_csv_splits, load_wyckoff_dataset, write_parquet_splits
 from wyckoff_hf.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,6 +196,15 @@ def test_kill_9_of_the_launcher_leaves_no_orphan_and_resume_loses_no_epoch(prepa
     (["--per-device-train-batch-size", "-4"], "--per-device-train-batch-size must be at least 1, got -4"),
     (["--save-total-limit", "0"], "--save-total-limit must be at least 1, got 0"),
     (["--push-to-hub"], "--push-to-hub needs --hub-model-id ORG/NAME"),
+    (["--task", "property"], "--task property needs --target COLUMN[,COLUMN...]"),
+    (["--classification-threshold", "0.0"], "--classification-threshold is for --task property"),
+    (["--target", "band_gap"], "--target is for --task property (a generator is conditioned with --condition)"),
+    (["--task", "property", "--target", "band_gap", "--condition", "band_gap"],
+     "--condition is for --task generation: a property predictor takes no conditions"),
+    (["--task", "property", "--target", "band_gap,e_above_hull", "--classification-threshold", "0"],
+     "--classification-threshold classifies one --target, got 'band_gap,e_above_hull'"),
+    (["--condition", "band_gap,,e_above_hull"], "--condition 'band_gap,,e_above_hull': give comma-separated column "
+                                               "names, each once"),
 ])
 def test_bad_options_fail_with_one_line(options, message, train_script, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -198,6 +212,35 @@ def test_bad_options_fail_with_one_line(options, message, train_script, tmp_path
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--task", "property", "--target", "formation_energy_per_atom,bandgap"],
+     "--target bandgap: no such column in the dataset (numeric columns: source_index, formation_energy_per_atom, "
+     "band_gap, e_above_hull, spacegroup.number, space_group)"),
+    (["--condition", "pretty_formula"], "--condition pretty_formula: is not a numeric column in the dataset"),
+    (["--config", "{config}"], "num_labels come from --task, --target or --condition and the training split, "
+                               "not from the config"),
+])
+def test_bad_columns_fail_with_one_line_before_training(options, message, train_script, prepared_dataset, tmp_path,
+                                                        capsys):
+    config = tmp_path / "labels.json"
+    config.write_text(json.dumps({**TINY_MODEL, "num_labels": 3}))
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main(["--dataset", str(prepared_dataset), "--output-dir", str(tmp_path / "run"),
+                           *[option.format(config=config) for option in options]])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_with_other_task_options_fails_before_training(train_script, tmp_path):
+    (tmp_path / "checkpoint-3").mkdir()
+    (tmp_path / "checkpoint-3" / "trainer_state.json").write_text(json.dumps({"task": {
+        "task": "property", "target": "band_gap", "classification_threshold": None, "condition": None}}))
+    with pytest.raises(SystemExit, match=r"checkpoint-3: trained with the task options \{'task': 'property', "
+                                         r"'target': 'band_gap'\}, not \{'task': 'generation'\}$"):
+        train_script.main(["--output-dir", str(tmp_path), "--resume-from-checkpoint", "latest"])
 
 
 def test_resume_with_nothing_to_resume_fails_instead_of_starting_afresh(train_script, tmp_path):
@@ -265,3 +308,177 @@ def test_recalibration_and_card_with_evaluation_metrics(trained_run, prepared_da
     assert "| Wyckoff validity | 100.0 % | samples |" in card
     assert 'pipeline("crystal-generation", model="org/name")' in card
     assert f"Sampling temperature **{summary['sampling_temperature']}**" in card
+
+
+# ------------------------------------------------------------------------------ property task, conditions
+
+def train_in_process(train_script, dataset: Path, output_dir: Path, config: Path, epochs: int, *extra: str) -> dict:
+    """``main`` in this process (no launcher start-up, a second or two for the tiny model); returns the summary."""
+    try:
+        return train_script.main(train_command(dataset, output_dir, config, epochs, *extra)[1:])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def validation_outputs(model_dir: Path, dataset: Path) -> tuple[torch.Tensor, pd.DataFrame]:
+    """The saved model's logits on the whole validation split, and the split itself."""
+    import wyckoff_hf  # noqa: F401  (registers the classes with the Auto factories)
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    tokenizer = WyckoffTokenizer.from_pretrained(model_dir)
+    validation = load_wyckoff_dataset(dataset)["validation"]
+    with torch.no_grad():
+        logits = model(**tokenizer.pad(list(validation.select_columns(tokenizer.model_input_names)),
+                                       return_tensors="pt")).logits
+    return logits, validation.to_pandas()
+
+
+REGRESSION_TARGETS = ["formation_energy_per_atom", "band_gap"]
+
+
+@pytest.fixture(scope="module")
+def property_run(train_script, prepared_dataset, tiny_config, tmp_path_factory) -> Path:
+    """A 2-epoch regression of two targets."""
+    out = tmp_path_factory.mktemp("property") / "run"
+    train_in_process(train_script, prepared_dataset, out, tiny_config, 2, "--task", "property", "--target",
+                     ",".join(REGRESSION_TARGETS))
+    return out
+
+
+def test_property_regression_saves_a_sequence_classification_model_with_exact_validation_mae(property_run,
+                                                                                         prepared_dataset):
+    out = property_run
+    metrics = metrics_of(out)
+    assert [(m["epoch"], m["step"]) for m in metrics] == [(0, 3), (1, 6)]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
+    logits, validation = validation_outputs(out, prepared_dataset)
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert type(model).__name__ == "WyckoffTransformerForPropertyPrediction"
+    assert model.config.problem_type == "regression" and model.config.num_labels == 2
+    assert model.config.id2label == dict(enumerate(REGRESSION_TARGETS))
+    train = load_wyckoff_dataset(prepared_dataset)["train"].to_pandas()[REGRESSION_TARGETS]
+    assert model.config.label_mean == pytest.approx(train.mean().tolist())
+    assert model.config.label_std == pytest.approx(train.std(ddof=0).tolist())
+
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["task"] == "property" and "calibration" not in summary
+    assert not (out / "generation_config.json").exists()
+    best = summary["best_validation"]
+    assert best.items() <= metrics[summary["best_epoch"]].items()  # the logged metrics of the best epoch
+    labels = torch.tensor(validation[REGRESSION_TARGETS].to_numpy(), dtype=torch.float32)
+    mae = (logits - labels).abs().mean(0)  # the saved (best) model, all validation rows at once
+    for target, error in zip(REGRESSION_TARGETS, mae.tolist(), strict=True):
+        assert best[f"validation/mae/{target}"] == pytest.approx(error, rel=1e-5)
+        assert summary["baseline_validation"][f"validation/mae/{target}"] == pytest.approx(
+            (validation[target] - train[target].mean()).abs().mean())
+    # L1 on the standardised targets, averaged over both
+    assert best["validation/loss"] == pytest.approx((mae / torch.tensor(model.config.label_std)).mean().item(),
+                                                    rel=1e-5)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.metrics == ["mae"] and "property-prediction" in card.data.tags
+    assert f"| mae/band_gap | {best['validation/mae/band_gap']:.4f} | " in card.text
+    assert 'AutoModelForSequenceClassification.from_pretrained("' + str(out) + '")' in card.text
+
+
+@pytest.mark.slow  # two launcher subprocesses (about 20 s)
+def test_property_task_on_two_processes_matches_one_process(property_run, prepared_dataset, tiny_config, tmp_path):
+    """The property loss is a mean over crystals, weighted by crystals across processes: 2 × 8 follows 1 × 16."""
+    out = tmp_path / "run"
+    launcher = [*LAUNCH, "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())]
+    run(train_command(prepared_dataset, out, tiny_config, 2, "--per-device-train-batch-size", "8", "--task",
+                      "property", "--target", ",".join(REGRESSION_TARGETS)), launcher=launcher,
+        env={"OMP_NUM_THREADS": "1"})
+    for single, double in zip(metrics_of(property_run), metrics_of(out), strict=True):
+        for key in ("train/loss", "validation/loss", "validation/mae/band_gap", "train/mae/formation_energy_per_atom"):
+            assert double[key] == pytest.approx(single[key], rel=1e-5), key
+    single, double = load_file(property_run / "model.safetensors"), load_file(out / "model.safetensors")
+    for name in single:
+        torch.testing.assert_close(double[name], single[name], rtol=0, atol=1e-5)
+
+
+def test_property_regression_overfits_a_small_training_set(train_script, prepared_dataset, tiny_config, tmp_path):
+    out = tmp_path / "run"
+    train_in_process(train_script, prepared_dataset, out, tiny_config, 20, "--task", "property", "--target",
+                     "formation_energy_per_atom", "--max-train-rows", "16", "--learning-rate", "1e-2",
+                     "--warmup-ratio", "0", "--checkpoint-every-epochs", "20")
+    losses = [m["train/loss"] for m in metrics_of(out)]
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert sum(later < earlier for earlier, later in pairwise(losses)) >= 15, losses
+
+
+def test_property_classification_reports_the_exact_validation_accuracy(train_script, prepared_dataset, tiny_config,
+                                                                       tmp_path):
+    out = tmp_path / "run"
+    # the 15 validation crystals of the small dataset have no band gap, but both signs of this
+    summary = train_in_process(train_script, prepared_dataset, out, tiny_config, 2, "--task", "property",
+                               "--target", "formation_energy_per_atom", "--classification-threshold", "-0.6")
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.problem_type == "single_label_classification"
+    assert model.config.id2label == {0: "formation_energy_per_atom <= -0.6", 1: "formation_energy_per_atom > -0.6"}
+    assert model.config.label_mean is None
+    logits, validation = validation_outputs(out, prepared_dataset)
+    labels = torch.tensor((validation["formation_energy_per_atom"] > -0.6).to_numpy()).long()
+    assert 0 < labels.sum() < len(labels)  # both classes occur
+    best = summary["best_validation"]
+    assert best["validation/accuracy"] == pytest.approx((logits.argmax(-1) == labels).double().mean().item())
+    assert best["validation/loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-5)
+    train_labels = load_wyckoff_dataset(prepared_dataset)["train"].to_pandas()["formation_energy_per_atom"] > -0.6
+    majority = train_labels.mean() > 0.5
+    baseline = (labels == majority).double().mean().item()
+    assert summary["baseline_validation"] == {"validation/accuracy": pytest.approx(baseline)}
+    assert [set(m) >= {"train/accuracy", "validation/accuracy"} for m in metrics_of(out)] == [True, True]
+    assert "| accuracy | " in (out / "README.md").read_text()
+
+
+def test_conditional_generator_saves_its_conditions_scale_and_generates(train_script, prepared_dataset, tiny_config,
+                                                                        tmp_path):
+    out = tmp_path / "run"
+    summary = train_in_process(train_script, prepared_dataset, out, tiny_config, 1, "--condition",
+                               "band_gap,e_above_hull")
+    model = WyckoffTransformerForCrystalGeneration.from_pretrained(out)
+    train = load_wyckoff_dataset(prepared_dataset)["train"].to_pandas()
+    assert model.config.condition_names == ["band_gap", "e_above_hull"]
+    assert model.config.condition_mean == pytest.approx(train[["band_gap", "e_above_hull"]].mean().tolist())
+    assert model.config.condition_std == pytest.approx(train[["band_gap", "e_above_hull"]].std(ddof=0).tolist())
+    assert summary["calibration"]["temperature"] == model.generation_config.temperature  # calibrated, as unconditioned
+    assert sum(model.generation_config.space_group_counts) == TRAIN_ROWS
+    assert {"validation/element_loss", "validation/loss"} <= set(summary["best_validation"])
+    tokenizer = WyckoffTokenizer.from_pretrained(out)
+    assert len(model.generate(num_samples=3, seed=0, tokenizer=tokenizer, condition={"band_gap": 1.5})) == 3
+
+
+def test_collators_add_conditions_with_nan_for_unknown_and_labels(train_script, tokenizer):
+    nacl = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
+    cscl = WyckoffRepresentation.from_sites(221, [("Cs", "a"), ("Cl", "b")])
+    rows = [{**tokenizer.encode(nacl), "band_gap": 5.2, "e_above_hull": 0.0},
+            {**tokenizer.encode(cscl), "band_gap": None, "e_above_hull": 0.01}]
+    batch = train_script.GenerationTask(tokenizer, ["band_gap", "e_above_hull"]).collate(rows)
+    assert batch["conditions"].dtype == torch.float32 and batch["conditions"].shape == (2, 2)
+    assert batch["conditions"][0].tolist() == pytest.approx([5.2, 0.0])
+    assert batch["conditions"][1, 0].isnan() and batch["conditions"][1, 1].item() == pytest.approx(0.01)
+    assert torch.equal(batch["element_ids"], tokenizer.pad(rows, return_tensors="pt")["element_ids"])
+    assert "conditions" not in train_script.GenerationTask(tokenizer).collate(rows)
+
+    regression = train_script.PropertyTask(tokenizer, ["e_above_hull", "band_gap"]).collate(rows[:1])
+    assert regression["labels"].tolist() == [pytest.approx([0.0, 5.2])]
+    classes = train_script.PropertyTask(tokenizer, ["e_above_hull"], threshold=0.005).collate(rows)
+    assert classes["labels"].dtype == torch.long and classes["labels"].tolist() == [0, 1]
+    band_gap_classifier = train_script.PropertyTask(tokenizer, ["band_gap"], threshold=0.0)
+    band_gap_classes = band_gap_classifier.label_config(Dataset.from_list(rows))
+    assert band_gap_classifier.labels(torch.tensor([[0.0], [1e-3], [-0.0]])).tolist() == [0, 1, 0]  # 0 eV: a metal
+    assert band_gap_classes == {"num_labels": 2, "problem_type": "single_label_classification",
+                                "id2label": {0: "band_gap <= 0.0", 1: "band_gap > 0.0"},
+                                "label2id": {"band_gap <= 0.0": 0, "band_gap > 0.0": 1}}
+
+
+def test_rows_without_a_target_are_skipped_and_reported(train_script, tokenizer):
+    split = Dataset.from_dict({"material_id": [f"mp-{i}" for i in range(8)],
+                               "band_gap": [0.1, None, 2.0, float("nan"), 0.0, None, 1.0, 3.0],
+                               "e_above_hull": [0.0] * 8})
+    kept, note = train_script.PropertyTask(tokenizer, ["e_above_hull", "band_gap"]).select_rows(split, "train")
+    assert kept["material_id"] == ["mp-0", "mp-2", "mp-4", "mp-6", "mp-7"]
+    assert note == ("train: 3 of 8 rows have no value of e_above_hull, band_gap, skipped (first: mp-1, mp-3, mp-5)")
+    assert train_script.PropertyTask(tokenizer, ["e_above_hull"]).select_rows(split, "train") == (split, None)
+    kept, note = train_script.GenerationTask(tokenizer, ["band_gap"]).select_rows(split, "validation")
+    assert len(kept) == 8 and note.startswith("validation: 3 of 8 rows have no value of band_gap, kept with that")
+    assert np.isnan(train_script.column_values(kept, ["band_gap"])[[1, 3, 5], 0]).all()

@@ -1,7 +1,8 @@
 """The model card (README.md with the Hub's YAML metadata) of a trained checkpoint.
 
 Filled from the training summary written by ``scripts/train.py`` and, when given, the ``metrics.json``
-of ``wyckoff-hf evaluate``, rendered from the packaged template ``templates/model_card.md``.
+of ``wyckoff-hf evaluate``, rendered from the packaged template ``templates/model_card.md``; a property
+predictor's summary (``"task": "property"``) is rendered from ``templates/property_card.md`` instead.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from huggingface_hub import ModelCardData
 from .rendering import render_card, template_path
 
 TEMPLATE = "model_card.md"
+PROPERTY_TEMPLATE = "property_card.md"
 # config entries the card does not list: the element vocabulary and bookkeeping
 CONFIG_NOT_SHOWN = ("element_vocabulary", "auto_map", "transformers_version", "architectures", "dtype")
 
@@ -42,17 +44,9 @@ def _calibration_section(calibration: dict[str, Any] | None) -> str:
             "| temperature | W1 #sites | W1 #elements | sum |\n|---|---|---|---|\n" + rows)
 
 
-def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = None,
-                      model_id: str = "path/to/checkpoint") -> str:
-    """Markdown card from a training summary (and optional evaluation metrics)."""
-    card_data = ModelCardData(
-        library_name="transformers", license="mit", pipeline_tag="other",
-        tags=["wyckoff-transformer", "crystal-generation", "materials-science", "chemistry", "custom_code"],
-        datasets=[summary["dataset"]], metrics=["wasserstein_distance", "validity", "novelty", "uniqueness"],
-    )
-    validation = summary.get("best_validation", {})
-    values = {
-        "card_metadata": card_data.to_yaml(),
+def _training_values(summary: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """The placeholders both cards share: the run's data, command, hardware, epochs and configuration."""
+    return {
         "model_name": Path(summary["dataset"]).name,
         "model_id": model_id,
         "dataset": summary["dataset"],
@@ -64,9 +58,52 @@ def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = 
         "epochs_run": summary["epochs_run"],
         "best_epoch": summary["best_epoch"],
         "num_parameters": f"{summary['num_parameters']:,}",
+        "model_config": json.dumps({k: v for k, v in summary["model_config"].items() if k not in CONFIG_NOT_SHOWN}),
+    }
+
+
+def _property_values(summary: dict[str, Any]) -> dict[str, Any]:
+    """A property predictor's placeholders: what it predicts, and its validation metrics beside the trivial
+    predictor's (the training split's mean of each target, or its majority class)."""
+    targets, threshold = summary["targets"], summary["classification_threshold"]
+    if threshold is None:
+        task = ", ".join(f"`{target}`" for target in targets) + " (regression, in the labels' own units)"
+        loss = {"l1": "mean absolute", "mse": "mean squared"}[summary["model_config"].get("regression_loss", "l1")]
+        loss = f"the loss is the {loss} error of the targets standardised by the training split"
+        baseline = "the training split's mean of each target"
+    else:
+        task = f"whether `{targets[0]}` > {threshold} (label 1) or not (label 0)"
+        loss, baseline = "the loss is the cross-entropy", "the training split's majority class"
+    trivial = summary.get("baseline_validation", {})
+    rows = "\n".join(f"| {name.removeprefix('validation/')} | {value:.4f} | "
+                     f"{f'{trivial[name]:.4f}' if name in trivial else '–'} |"
+                     for name, value in summary.get("best_validation", {}).items())
+    card_data = ModelCardData(
+        library_name="transformers", license="mit", pipeline_tag="other",
+        tags=["wyckoff-transformer", "property-prediction", "materials-science", "chemistry", "custom_code"],
+        datasets=[summary["dataset"]], metrics=["mae"] if threshold is None else ["accuracy"],
+    )
+    return {"card_metadata": card_data.to_yaml(), "task_description": task, "loss_description": loss,
+            "baseline_description": baseline, "validation_table": rows}
+
+
+def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = None,
+                      model_id: str = "path/to/checkpoint") -> str:
+    """Markdown card from a training summary (and optional evaluation metrics of a generator)."""
+    if summary.get("task") == "property":
+        values = {**_training_values(summary, model_id), **_property_values(summary)}
+        return render_card(template_path(PROPERTY_TEMPLATE), values)
+    card_data = ModelCardData(
+        library_name="transformers", license="mit", pipeline_tag="other",
+        tags=["wyckoff-transformer", "crystal-generation", "materials-science", "chemistry", "custom_code"],
+        datasets=[summary["dataset"]], metrics=["wasserstein_distance", "validity", "novelty", "uniqueness"],
+    )
+    validation = summary.get("best_validation", {})
+    values = {
+        **_training_values(summary, model_id),
+        "card_metadata": card_data.to_yaml(),
         "validation_table": "\n".join(f"| {k.removeprefix('validation/')} | {v:.4f} |" for k, v in validation.items()),
         "calibration": _calibration_section(summary.get("calibration")),
-        "model_config": json.dumps({k: v for k, v in summary["model_config"].items() if k not in CONFIG_NOT_SHOWN}),
         "evaluation": _evaluation_section(metrics),
     }
     return render_card(template_path(TEMPLATE), values)
