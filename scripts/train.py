@@ -312,7 +312,9 @@ class GenerationTask:
 
     def build_model(self, tokenizer: WyckoffTokenizer, train_split: Dataset,
                     overrides: dict[str, Any]) -> WyckoffTransformerForCrystalGeneration:
-        """A fresh model built for the tokenizer's tables, sampling space groups from the training split's prior."""
+        """A fresh model built for the tokenizer's tables, sampling space groups from the training split's prior
+        and keeping its samples' number of distinct elements within the split's range (a binary/ternary split
+        gives (2, 3): ``generate`` then never writes a unary or a quaternary crystal)."""
         conditioning = {}
         if self.columns:
             mean, std = standardisation(train_split, self.columns, "--condition")
@@ -322,6 +324,8 @@ class GenerationTask:
         counts = Counter(train_split["space_group"])
         model.generation_config.space_group_counts = [counts.get(int(token), 0) if token.isdigit() else 0
                                                       for token in tokenizer.vocabularies["space_group"]]
+        element_counts = [len(set(elements)) for elements in train_split["site_elements"]]
+        model.generation_config.num_elements_range = [min(element_counts), max(element_counts)]
         return model
 
     def collate(self, features: list[dict[str, Any]]) -> BatchEncoding:

@@ -116,6 +116,7 @@ def test_accelerate_launch_two_epochs_gives_a_loadable_model_in_output_dir(train
     assert model.generation_config.temperature == summary["calibration"]["temperature"] in (0.8, 1.0)
     assert [p["temperature"] for p in summary["calibration"]["scan"]] == [0.8, 1.0]
     assert sum(model.generation_config.space_group_counts) == summary["train_rows"]  # the training split's prior
+    assert model.generation_config.num_elements_range == [2, 3]  # the binary and ternary training rows' range
     assert len(model.generate(num_samples=4, seed=0, tokenizer=tokenizer)) == 4
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "transformers"
