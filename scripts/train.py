@@ -54,7 +54,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from wyckoff_hf.cards import write_model_card
 from wyckoff_hf.cards.model_card import CONFIG_NOT_SHOWN
-from wyckoff_hf.data import load_wyckoff_dataset
+from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
 from wyckoff_hf.generation.calibration import calibrate_checkpoint
 from wyckoff_hf.modeling import (
     WyckoffTransformerConfig,
@@ -102,6 +102,9 @@ class TaskArguments:
     condition: str | None = field(default=None, metadata={
         "help": "generation task: the dataset column(s) to condition on, comma-separated; a row without a value "
                 "is kept, its condition unknown to the model"})
+    augment_labellings: bool = field(default=False, metadata={
+        "help": "train on a random one of each crystal's equivalent Wyckoff labellings (affine normalizer), drawn "
+                "afresh every epoch, instead of its canonical labelling; validation stays canonical"})
 
     @property
     def targets(self) -> list[str]:
@@ -184,6 +187,8 @@ def check_arguments(parser: HfArgumentParser, data_args: DataArguments, task_arg
             parser.error("--target is for --task property (a generator is conditioned with --condition)")
         if task_args.classification_threshold is not None:
             parser.error("--classification-threshold is for --task property")
+    if task_args.augment_labellings and args.dataloader_num_workers:
+        parser.error("--augment-labellings draws its labellings in the main process: use --dataloader-num-workers 0")
     for option, text, names in (("--target", task_args.target, task_args.targets),
                                 ("--condition", task_args.condition, task_args.conditions)):
         if "" in names or len(set(names)) != len(names):
@@ -429,6 +434,35 @@ class PropertyTask:
                        "baseline_validation": baseline}
 
 
+class LabellingAugmentation:
+    """A collate function that first puts each training crystal in a random one of its equivalent Wyckoff
+    labellings (``WyckoffRepresentation.relabelled``: the relabellings of its group's affine normalizer, sites in
+    canonical order), as the WyckoffTransformer authors train. The model then learns every labelling of a crystal
+    rather than the canonical one only; evaluation canonicalises samples anyway.
+
+    The draws come from a generator reseeded at every epoch (``start_epoch``) in the main process, so every process
+    of a multi-process run relabels the global batch alike and a resumed run draws what the uninterrupted one would.
+    """
+
+    columns = ("space_group", "site_elements", "letters")
+
+    def __init__(self, tokenizer: WyckoffTokenizer, collate: Any) -> None:
+        self.tokenizer, self.collate = tokenizer, collate
+        self.rng = np.random.default_rng(0)
+
+    def start_epoch(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, features: list[dict[str, Any]]) -> BatchEncoding:
+        relabelled = []
+        for row in features:
+            crystal = representation_from_row(row)
+            crystal = crystal.relabelled(int(self.rng.integers(crystal.num_labellings)))
+            rest = {key: value for key, value in row.items() if key not in self.columns}
+            relabelled.append({**rest, **self.tokenizer.encode(crystal)})
+        return self.collate(relabelled)
+
+
 def make_task(task_args: TaskArguments, tokenizer: WyckoffTokenizer) -> Task:
     if task_args.task == "property":
         return PropertyTask(tokenizer, task_args.targets, task_args.classification_threshold)
@@ -629,6 +663,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = task.build_model(tokenizer, train_split, overrides)
 
     columns = [*tokenizer.model_input_names, *task.columns]
+    augmentation = LabellingAugmentation(tokenizer, task.collate) if task_args.augment_labellings else None
     workers = {"num_workers": args.dataloader_num_workers, "persistent_workers": args.dataloader_num_workers > 0,
                "worker_init_fn": die_with_launcher if args.dataloader_num_workers else None}
     # Batches of similar lengths: the cascade loss costs (tokens per crystal)² per crystal, so padding a
@@ -638,8 +673,9 @@ def main(argv: list[str] | None = None) -> dict:
     shuffling = torch.Generator()
     sampler = LengthGroupedSampler(global_batch, lengths=[len(m) for m in train_split["attention_mask"]],
                                    generator=shuffling)
-    train_loader = DataLoader(train_split.select_columns(columns).with_format(None), batch_size=global_batch,
-                              sampler=sampler, collate_fn=task.collate, **workers)
+    train_columns = [*columns, *(augmentation.columns if augmentation else ())]
+    train_loader = DataLoader(train_split.select_columns(train_columns).with_format(None), batch_size=global_batch,
+                              sampler=sampler, collate_fn=augmentation or task.collate, **workers)
     # Validation is sharded by hand (contiguous, uneven shards): accelerate would top up the last batch
     # with repeated crystals, and the losses are summed exactly in ``evaluate`` anyway.
     validation_shard = validation_split.shard(accelerator.num_processes, accelerator.process_index, contiguous=True)
@@ -671,6 +707,8 @@ def main(argv: list[str] | None = None) -> dict:
             break
         model.train()
         shuffling.manual_seed(args.seed + epoch)
+        if augmentation:
+            augmentation.start_epoch(args.seed + epoch)
         totals = Totals(task, accelerator.device)
         progress = tqdm(train_loader, desc=f"epoch {epoch}", disable=not accelerator.is_local_main_process,
                         leave=False)

@@ -199,6 +199,7 @@ def test_kill_9_of_the_launcher_leaves_no_orphan_and_resume_loses_no_epoch(prepa
     (["--push-to-hub"], "--push-to-hub needs --hub-model-id ORG/NAME"),
     (["--task", "property"], "--task property needs --target COLUMN[,COLUMN...]"),
     (["--classification-threshold", "0.0"], "--classification-threshold is for --task property"),
+    (["--augment-labellings", "--dataloader-num-workers", "2"], "main process: use --dataloader-num-workers 0"),
     (["--target", "band_gap"], "--target is for --task property (a generator is conditioned with --condition)"),
     (["--task", "property", "--target", "band_gap", "--condition", "band_gap"],
      "--condition is for --task generation: a property predictor takes no conditions"),
@@ -483,3 +484,27 @@ def test_rows_without_a_target_are_skipped_and_reported(train_script, tokenizer)
     kept, note = train_script.GenerationTask(tokenizer, ["band_gap"]).select_rows(split, "validation")
     assert len(kept) == 8 and note.startswith("validation: 3 of 8 rows have no value of band_gap, kept with that")
     assert np.isnan(train_script.column_values(kept, ["band_gap"])[[1, 3, 5], 0]).all()
+
+
+def test_labelling_augmentation_draws_equivalent_labellings_afresh_each_epoch(train_script, tokenizer):
+    from wyckoff_hf.data import representation_columns
+    from wyckoff_hf.evaluation.novelty import canonical
+
+    crystals = [WyckoffRepresentation.from_sites(2, [("Li", "a"), ("Li", "c"), ("O", "i")]),
+                WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])]
+    rows = [{**tokenizer.encode(rep), "band_gap": 1.0,
+             **{key: representation_columns(rep)[key] for key in train_script.LabellingAugmentation.columns}}
+            for rep in crystals]
+    seen = []
+    augmentation = train_script.LabellingAugmentation(tokenizer, lambda features: features)
+    for epoch in range(12):
+        augmentation.start_epoch(epoch)
+        features = augmentation(rows)
+        assert all(set(row) == set(tokenizer.model_input_names) | {"band_gap"} for row in features)
+        decoded = tokenizer.decode(tokenizer.pad(features, return_tensors="pt"))
+        assert [canonical(rep) for rep in decoded] == [canonical(rep) for rep in crystals]  # the same crystals
+        seen.append(decoded)
+    assert len({epoch[0] for epoch in seen}) > 3  # P-1: Li on 2 of 8 inversion centres, 28 labellings
+    assert {epoch[1] for epoch in seen} == {crystals[1], crystals[1].relabelled(1)}  # Na on 4a or on 4b
+    augmentation.start_epoch(5)
+    assert tokenizer.decode(tokenizer.pad(augmentation(rows), return_tensors="pt")) == seen[5]  # reseeded alike
