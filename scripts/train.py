@@ -188,7 +188,7 @@ def check_arguments(parser: HfArgumentParser, data_args: DataArguments, task_arg
         if task_args.classification_threshold is not None:
             parser.error("--classification-threshold is for --task property")
     if task_args.augment_labellings and args.dataloader_num_workers:
-        parser.error("--augment-labellings draws its labellings in the main process: use --dataloader-num-workers 0")
+        parser.error("--augment-labellings needs --dataloader-num-workers 0 (it draws in the main process)")
     for option, text, names in (("--target", task_args.target, task_args.targets),
                                 ("--condition", task_args.condition, task_args.conditions)):
         if "" in names or len(set(names)) != len(names):
