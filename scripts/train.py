@@ -120,6 +120,9 @@ class ModelArguments:
     config: str | None = field(default=None, metadata={
         "help": "JSON file of WyckoffTransformerConfig overrides (layers, heads, embedding sizes, dropout, "
                 "regression_loss, condition_embedding_size...)"})
+    init_from: str | None = field(default=None, metadata={
+        "help": "property task: start from the encoder of this saved WyckoffTransformer (e.g. the generator "
+                "trained on the same crystals), with a fresh head; its architecture, so no --config"})
 
 
 @dataclass
@@ -209,6 +212,8 @@ def check_columns(parser: HfArgumentParser, option: str, names: Sequence[str], s
 def config_overrides(parser: HfArgumentParser, model_args: ModelArguments) -> dict[str, Any]:
     """The ``--config`` JSON; it may not set what the task derives (labels, their scale, the conditions)."""
     overrides = json.loads(Path(model_args.config).read_text()) if model_args.config else {}
+    if model_args.init_from and overrides:
+        parser.error("--init-from takes the architecture of the model it starts from: drop --config")
     derived = sorted(set(overrides) & set(TASK_CONFIG_FIELDS))
     if derived:
         parser.error(f"--config {model_args.config}: {', '.join(derived)} come from --task, --target or "
@@ -369,8 +374,9 @@ class PropertyTask:
     usage = ("`import wyckoff_hf; AutoModelForSequenceClassification.from_pretrained({output_dir!r})`, "
              "inputs from `AutoTokenizer.from_pretrained({output_dir!r})`")
 
-    def __init__(self, tokenizer: WyckoffTokenizer, targets: Sequence[str], threshold: float | None = None) -> None:
-        self.tokenizer, self.columns, self.threshold = tokenizer, list(targets), threshold
+    def __init__(self, tokenizer: WyckoffTokenizer, targets: Sequence[str], threshold: float | None = None,
+                 init_from: str | None = None) -> None:
+        self.tokenizer, self.columns, self.threshold, self.init_from = tokenizer, list(targets), threshold, init_from
         self.metric_names = ("accuracy",) if threshold is not None else tuple(f"mae/{t}" for t in self.columns)
 
     def select_rows(self, split: Dataset, split_name: str) -> tuple[Dataset, str | None]:
@@ -396,6 +402,10 @@ class PropertyTask:
 
     def build_model(self, tokenizer: WyckoffTokenizer, train_split: Dataset,
                     overrides: dict[str, Any]) -> WyckoffTransformerForPropertyPrediction:
+        """A fresh predictor, or (``init_from``) one whose encoder starts from a saved model's, head fresh."""
+        if self.init_from:
+            return WyckoffTransformerForPropertyPrediction.from_pretrained(self.init_from,
+                                                                           **self.label_config(train_split))
         config = WyckoffTransformerConfig.from_tokenizer(tokenizer, **self.label_config(train_split), **overrides)
         return WyckoffTransformerForPropertyPrediction(config)
 
@@ -463,9 +473,9 @@ class LabellingAugmentation:
         return self.collate(relabelled)
 
 
-def make_task(task_args: TaskArguments, tokenizer: WyckoffTokenizer) -> Task:
+def make_task(task_args: TaskArguments, model_args: ModelArguments, tokenizer: WyckoffTokenizer) -> Task:
     if task_args.task == "property":
-        return PropertyTask(tokenizer, task_args.targets, task_args.classification_threshold)
+        return PropertyTask(tokenizer, task_args.targets, task_args.classification_threshold, model_args.init_from)
     return GenerationTask(tokenizer, task_args.conditions)
 
 
@@ -630,6 +640,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = HfArgumentParser((DataArguments, TaskArguments, ModelArguments, TrainArguments))
     data_args, task_args, model_args, args = parser.parse_args_into_dataclasses(argv)
     check_arguments(parser, data_args, task_args, args)
+    if model_args.init_from and task_args.task != "property":
+        parser.error("--init-from is for --task property (a generator trains from scratch)")
     overrides = config_overrides(parser, model_args)
     output_dir = Path(args.output_dir)
     resume = checkpoint_to_resume(args.resume_from_checkpoint, output_dir)
@@ -654,7 +666,7 @@ def main(argv: list[str] | None = None) -> dict:
     if data_args.max_validation_rows:
         validation_split = validation_split.select(range(min(data_args.max_validation_rows, len(validation_split))))
     tokenizer = WyckoffTokenizer()
-    task = make_task(task_args, tokenizer)
+    task = make_task(task_args, model_args, tokenizer)
     train_split, train_note = task.select_rows(train_split, "train")
     validation_split, validation_note = task.select_rows(validation_split, "validation")
     data_notes = [note for note in (train_note, validation_note) if note]

@@ -202,6 +202,7 @@ def test_kill_9_of_the_launcher_leaves_no_orphan_and_resume_loses_no_epoch(prepa
     (["--augment-labellings", "--dataloader-num-workers", "2"],
      "--augment-labellings needs --dataloader-num-workers 0 (it draws in the main process)"),
     (["--target", "band_gap"], "--target is for --task property (a generator is conditioned with --condition)"),
+    (["--init-from", "runs/x"], "--init-from is for --task property (a generator trains from scratch)"),
     (["--task", "property", "--target", "band_gap", "--condition", "band_gap"],
      "--condition is for --task generation: a property predictor takes no conditions"),
     (["--task", "property", "--target", "band_gap,e_above_hull", "--classification-threshold", "0"],
@@ -397,6 +398,25 @@ def test_property_task_on_two_processes_matches_one_process(property_run, prepar
     single, double = load_file(property_run / "model.safetensors"), load_file(out / "model.safetensors")
     for name in single:
         torch.testing.assert_close(double[name], single[name], rtol=0, atol=1e-5)
+
+
+def test_property_run_can_start_from_a_trained_generators_encoder(train_script, trained_run, prepared_dataset,
+                                                                  tiny_config, tmp_path):
+    out = tmp_path / "run"
+    try:
+        train_script.main(["--dataset", str(prepared_dataset), "--output-dir", str(out), "--num-train-epochs", "1",
+                           "--task", "property", "--target", "band_gap", "--init-from", str(trained_run),
+                           "--learning-rate", "1e-12"])
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    generator = WyckoffTransformerForCrystalGeneration.from_pretrained(trained_run)
+    predictor = AutoModelForSequenceClassification.from_pretrained(out)
+    assert predictor.config.num_hidden_layers == generator.config.num_hidden_layers  # its architecture
+    for name, weight in generator.model.state_dict().items():  # the encoder barely moved at lr 1e-12
+        torch.testing.assert_close(predictor.model.state_dict()[name], weight, rtol=0, atol=1e-6)
+    with pytest.raises(SystemExit):  # its architecture: no --config beside it
+        train_in_process(train_script, prepared_dataset, tmp_path / "other", tiny_config, 1, "--task", "property",
+                         "--target", "band_gap", "--init-from", str(trained_run))
 
 
 def test_property_regression_overfits_a_small_training_set(train_script, prepared_dataset, tiny_config, tmp_path):
