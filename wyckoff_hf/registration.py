@@ -5,18 +5,18 @@ In-process, ``register_auto_classes()`` maps the ``wyckoff_transformer`` model t
 ``AutoModelForPreTraining`` → ``WyckoffTransformerForCrystalGeneration`` (the encoder with its training
 heads, which is also the sampler), ``AutoModelForSequenceClassification`` →
 ``WyckoffTransformerForPropertyPrediction`` (properties from the Wyckoff representation, regression or classes),
-``AutoTokenizer`` → ``WyckoffTokenizer``, and the pipeline task ``crystal-generation`` →
-``CrystalGenerationPipeline``.
+``AutoTokenizer`` → ``WyckoffTokenizer``, and the pipeline tasks ``crystal-generation`` →
+``CrystalGenerationPipeline`` and ``crystal-property-prediction`` → ``PropertyPredictionPipeline``.
 
 For ``trust_remote_code`` it also marks the classes with ``register_for_auto_class``, so that
 ``save_pretrained`` copies their code next to the weights and writes ``auto_map``: the model saves the two
 self-contained modeling files into ``config.json``'s map (``AutoConfig``, ``AutoModel`` → the encoder,
 ``AutoModelForPreTraining`` → the generator, or ``AutoModelForSequenceClassification`` → the property
-predictor), the tokenizer saves ``tokenization_wyckoff.py``, the sibling
-modules it imports and the JSON tables they read, with ``auto_map`` in ``tokenizer_config.json``
-(``AutoTokenizer``). Where ``wyckoff_hf`` is not installed, a folder holding both then loads with all four
-Auto classes and ``trust_remote_code=True``; ``.generate()`` returns id tensors that the remote tokenizer
-decodes to representations (pymatgen is needed only to read or build 3D structures).
+predictor), the tokenizer saves ``tokenization_wyckoff.py``, the sibling modules it imports and the JSON tables
+they read, with ``auto_map`` in ``tokenizer_config.json`` (``AutoTokenizer``). Where ``wyckoff_hf`` is not
+installed, a folder holding both then loads with its Auto classes and ``trust_remote_code=True``; ``.generate()``
+returns id tensors that the remote tokenizer decodes to representations (pymatgen is needed only to read or
+build 3D structures).
 """
 
 from transformers import (
