@@ -193,16 +193,19 @@ def _run_generate(args: argparse.Namespace) -> int:
     model, tokenizer, settings, generation = _start_job(args)
     predictors = load_predictors(args.predict or [], args.device)
     space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
-    representations = sample_crystals(model, tokenizer, args.num_samples, space_group, seed=args.seed,
-                                      temperature=args.temperature, allowed_elements=args.allowed_elements,
-                                      required_elements=args.required_elements, prompt=prompt, condition=condition,
-                                      guidance_scale=args.guidance_scale,
-                                      num_elements_range=args.num_elements_range)
+    representations, scores = sample_crystals(
+        model, tokenizer, args.num_samples, space_group, seed=args.seed, return_scores=True,
+        temperature=args.temperature, allowed_elements=args.allowed_elements,
+        required_elements=args.required_elements, prompt=prompt, condition=condition,
+        guidance_scale=args.guidance_scale, num_elements_range=args.num_elements_range)
     generation.update(allowed_elements=args.allowed_elements, required_elements=args.required_elements,
                       prompt_sites=args.prompt_sites, condition=condition, guidance_scale=args.guidance_scale,
                       num_elements_range=args.num_elements_range, predict=args.predict)
-    return _finish_job(args, representations, settings, {"generation": generation},
-                       [f"  {rep}" for rep in representations[:10]], predictors)
+    # per sample, the log-probability under the distribution it was drawn from (-log p: the authors' novelty score)
+    preview = [f"  {rep}" for rep in representations[:10]]
+    preview.append(f"mean -log p {-sum(scores) / len(scores):.2f} nats (per sample: manifest.json log_probabilities)")
+    return _finish_job(args, representations, settings, {"generation": generation, "log_probabilities": scores},
+                       preview, predictors)
 
 
 def _run_csp(args: argparse.Namespace) -> int:

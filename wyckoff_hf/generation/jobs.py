@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -134,8 +134,9 @@ def spread_space_groups(space_groups: Sequence[int] | None, num_samples: int) ->
 
 def sample_crystals(model, tokenizer, num_samples: int, space_group: int | Sequence[int] | None = None,
                     seed: int | None = 0, chunk_size: int = SAMPLING_CHUNK, progress: bool = True,
-                    **generate_kwargs: Any) -> list:
-    """``model.generate`` in chunks of ``chunk_size`` behind a progress bar; a list of representations.
+                    return_scores: bool = False, **generate_kwargs: Any) -> list | tuple[list, list[float]]:
+    """``model.generate`` in chunks of ``chunk_size`` behind a progress bar; a list of representations, and with
+    ``return_scores`` also each sample's log-probability (``sequences_scores``).
 
     Chunk ``k`` is seeded from ``(seed, k)``, so the samples are reproducible for a given seed and chunk
     size, and two seeds never share a chunk's random stream."""
@@ -146,13 +147,18 @@ def sample_crystals(model, tokenizer, num_samples: int, space_group: int | Seque
     starts = range(0, num_samples, chunk_size)
     seeds = ([None] * len(starts) if seed is None else
              [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(starts))])
+    prompt = generate_kwargs.get("prompt")
+    if prompt is not None and not isinstance(prompt, Mapping):  # representations → the ids generate() takes
+        generate_kwargs["prompt"] = tokenizer(list(prompt) if isinstance(prompt, list | tuple) else [prompt])
     samples: list = []
+    scores: list[float] = []
     with tqdm(total=num_samples, desc="sampling", disable=not progress, leave=False, dynamic_ncols=True) as bar:
         for start, chunk_seed in zip(starts, seeds, strict=True):
             count = min(chunk_size, num_samples - start)
             groups = space_group if space_group is None or isinstance(space_group, int) else \
                 list(space_group[start:start + count])
-            samples += model.generate(num_samples=count, space_group=groups, seed=chunk_seed, tokenizer=tokenizer,
-                                      **generate_kwargs)
+            generated = model.generate(num_samples=count, space_group=groups, seed=chunk_seed, **generate_kwargs)
+            samples += tokenizer.decode(generated)
+            scores += generated.sequences_scores.tolist()
             bar.update(count)
-    return samples
+    return (samples, scores) if return_scores else samples
