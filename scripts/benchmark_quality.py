@@ -2,7 +2,7 @@
 
     python scripts/benchmark_quality.py --model wyckoff_hf/pretrained/mp20-biternary \\
         --dataset data_prepared/mp20-biternary-dev --num-samples 10000 [--seed 0] [--temperature T] \\
-        [--markdown-row NAME]
+        [--num-elements-range LOW HIGH] [--markdown-row NAME]
 
 Every row is measured on Wyckoff representations only (no 3D realisation), so 10,000 samples take about
 20 s on one CPU core (the shipped model); the metrics are those of ``wyckoff_hf.evaluation`` (``wyckoff-hf
@@ -195,6 +195,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature (default: the model's generation_config)")
+    parser.add_argument("--num-elements-range", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                        help="distinct elements per sample (default: the model's generation_config)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--markdown-row", metavar="NAME", help="also print the experiments-table row named NAME")
     args = parser.parse_args(argv)
@@ -215,7 +217,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | None]
     if not reference.validation:
         raise ValueError(f"{args.dataset} has no validation split: the validation NLL needs one")
     sampling = time.perf_counter()
-    crystals = sample_crystals(model, tokenizer, args.num_samples, seed=args.seed, temperature=args.temperature)
+    crystals = sample_crystals(model, tokenizer, args.num_samples, seed=args.seed, temperature=args.temperature,
+                               num_elements_range=args.num_elements_range)
     sampling = time.perf_counter() - sampling
     values = {**set_metrics(crystals, reference.train), **distance_metrics(crystals, reference.test),
               **validation_nll(model, tokenizer, reference.validation),
