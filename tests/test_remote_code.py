@@ -19,7 +19,7 @@ import pytest
 import torch
 from fake_hub import serve_fake_hub
 
-from wyckoff_hf.generation.jobs import DEFAULT_MODEL
+from wyckoff_hf.generation.jobs import DEFAULT_MODEL, PRETRAINED
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.registration import register_auto_classes
 from wyckoff_hf.tokenization import WyckoffRepresentation, WyckoffTokenizer
@@ -116,13 +116,14 @@ def test_checkpoint_folder_is_complete(name, fresh_checkpoint):
     assert tokenizer_config["auto_map"] == {"AutoTokenizer": ["tokenization_wyckoff.WyckoffTokenizer", None]}
 
 
-def test_shipped_code_and_tables_are_the_packages_own():
-    """The shipped folder's copies of the code and tables are snapshots taken by ``save_pretrained``: a change
-    to the package without re-saving the checkpoint would ship stale remote code."""
-    package = DEFAULT_MODEL.parent.parent
+@pytest.mark.parametrize("checkpoint", sorted(path.name for path in PRETRAINED.iterdir() if path.is_dir()))
+def test_shipped_code_and_tables_are_the_packages_own(checkpoint):
+    """The shipped folders' copies of the code and tables are snapshots taken by ``save_pretrained``: a change
+    to the package without re-saving the checkpoints would ship stale remote code."""
+    package = PRETRAINED.parent
     sources = {path.name: path for folder in ("modeling", "tokenization") for path in (package / folder).iterdir()}
     for name in sorted(CODE_FILES | {"wyckoff_tables.json"}):
-        assert (DEFAULT_MODEL / name).read_bytes() == sources[name].read_bytes(), f"{name} is stale: re-save"
+        assert (PRETRAINED / checkpoint / name).read_bytes() == sources[name].read_bytes(), f"{name} is stale: re-save"
 
 
 @pytest.mark.parametrize("name", ["fresh", "shipped", "hub"])

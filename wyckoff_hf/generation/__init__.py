@@ -13,6 +13,7 @@ _EXPORTS = {
     "formula_unit": ".csp",
     "predict_structures": ".csp",
     "DEFAULT_MODEL": ".jobs",
+    "PRETRAINED": ".jobs",
     "load_generator": ".jobs",
     "sample_crystals": ".jobs",
     "ManifestError": ".output",

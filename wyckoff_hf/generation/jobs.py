@@ -14,7 +14,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "pretrained" / "mp20-biternary"
+PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"  # the shipped checkpoints
+DEFAULT_MODEL = PRETRAINED / "mp20-biternary"
 SAMPLING_CHUNK = 2048  # samples per generate() call: one model batch, and one step of the progress bar
 HUB_PROBE_SECONDS = 3.0
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
