@@ -23,8 +23,9 @@ GENERATE_KEYWORDS = ("space_group", "temperature", "seed", "allowed_elements", "
                      "prompt", "composition", "max_atoms", "condition", "guidance_scale", "num_elements_range")
 
 
-class CrystalGenerationPipeline(Pipeline):
-    """Samples crystals (Wyckoff representations) from a ``WyckoffTransformerForCrystalGeneration``."""
+class WyckoffPipeline(Pipeline):
+    """A pipeline over a WyckoffTransformer checkpoint: its ``WyckoffTokenizer`` is kept apart from the
+    ``Pipeline`` machinery (which would try to tokenize text with it), loaded from the model's folder if not given."""
 
     _load_tokenizer = False
     _load_processor = False
@@ -34,6 +35,10 @@ class CrystalGenerationPipeline(Pipeline):
     def __init__(self, model: Any, tokenizer: WyckoffTokenizer | None = None, **kwargs: Any) -> None:
         super().__init__(model=model, tokenizer=None, **kwargs)
         self.wyckoff_tokenizer = tokenizer or WyckoffTokenizer.from_pretrained(model.name_or_path)
+
+
+class CrystalGenerationPipeline(WyckoffPipeline):
+    """Samples crystals (Wyckoff representations) from a ``WyckoffTransformerForCrystalGeneration``."""
 
     def _sanitize_parameters(self, **kwargs: Any) -> tuple[dict, dict, dict]:
         forward = {k: kwargs[k] for k in GENERATE_KEYWORDS if k in kwargs}

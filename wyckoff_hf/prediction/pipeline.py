@@ -14,9 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from transformers import Pipeline
-
-from ..tokenization import WyckoffTokenizer
+from ..generation.pipeline import WyckoffPipeline
 from .predict import DEFAULT_BATCH_SIZE, predict_properties
 
 TASK = "crystal-property-prediction"
@@ -30,17 +28,8 @@ class _Crystals:
     items: list[Any]
 
 
-class PropertyPredictionPipeline(Pipeline):
+class PropertyPredictionPipeline(WyckoffPipeline):
     """Predicts properties of crystals with a ``WyckoffTransformerForPropertyPrediction``."""
-
-    _load_tokenizer = False
-    _load_processor = False
-    _load_image_processor = False
-    _load_feature_extractor = False
-
-    def __init__(self, model: Any, tokenizer: WyckoffTokenizer | None = None, **kwargs: Any) -> None:
-        super().__init__(model=model, tokenizer=None, **kwargs)
-        self.wyckoff_tokenizer = tokenizer or WyckoffTokenizer.from_pretrained(model.name_or_path)
 
     def _sanitize_parameters(self, prediction_batch_size: int | None = None, **kwargs: Any) -> tuple[dict, dict, dict]:
         forward = {} if prediction_batch_size is None else {"batch_size": prediction_batch_size}
