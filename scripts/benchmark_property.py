@@ -2,7 +2,8 @@
 WyckoffTransformer authors' figures.
 
     python scripts/benchmark_property.py --model runs/formation --model runs/band_gap \
-        --dataset data_prepared/mp20-biternary-dev --split test [--max-rows N] [--batch-size 512] [--device cpu]
+        --dataset data_prepared/mp20-biternary-dev --split test [--max-rows N] [--batch-size 512] [--device cpu] \
+        [--output-json results.json]
 
 For every output of every model, on the split's rows the model can read and that have a value:
 
@@ -14,12 +15,18 @@ For every output of every model, on the split's rows the model can read and that
 - the authors' MAE where they report one (formation energy 25 meV/atom, band gap 247 meV, on the full MP-20: a
   bigger train split than mp20-biternary-dev's, so a reference point, not a like-for-like comparison);
 - the rows skipped and why, and the prediction time.
+
+``--output-json`` also writes the results with the command; ``scripts/render_model_card.py MODEL --metrics FILE``
+puts a model's test results into its card.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import shlex
+import sys
 import time
 from collections import Counter
 
@@ -139,6 +146,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--max-rows", type=int, default=None, help="score only the split's first N rows")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="crystals per forward pass")
     parser.add_argument("--device", default=None, help="torch device (default: cpu)")
+    parser.add_argument("--output-json", default=None, help="also write the results (and this command) as JSON")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(1)
@@ -159,6 +167,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for reason, (count, example) in result["skipped"].items():
             print(f"{result['model']} {result['property']}: skipped {count} rows, {reason}"
                   f"{f' (e.g. {example})' if example else ''}")
+    if args.output_json:
+        command = shlex.join(["python", "scripts/benchmark_property.py", *(sys.argv[1:] if argv is None else argv)])
+        with open(args.output_json, "w") as f:
+            json.dump({"command": command, "dataset": args.dataset, "split": args.split,
+                       "authors_mae_mev": AUTHORS_MAE_MEV, "results": results}, f, indent=2, default=dict)
     return results
 
 

@@ -62,9 +62,32 @@ def _training_values(summary: dict[str, Any], model_id: str) -> dict[str, Any]:
     }
 
 
-def _property_values(summary: dict[str, Any]) -> dict[str, Any]:
-    """A property predictor's placeholders: what it predicts, and its validation metrics beside the trivial
-    predictor's (the training split's mean of each target, or its majority class)."""
+def _test_section(metrics: dict[str, Any] | None) -> str:
+    """A property predictor's results of ``scripts/benchmark_property.py --output-json`` (or how to get them)."""
+    if not metrics:
+        return ("Not evaluated yet: run `scripts/benchmark_property.py --output-json FILE` and re-render the card "
+                "with `scripts/render_model_card.py --metrics FILE`.")
+    authors = metrics.get("authors_mae_mev", {})
+    rows = []
+    for result in metrics["results"]:
+        if "mae" in result:
+            reference = authors.get(result["property"])
+            rows.append(f"| {result['property']} | {result['rows']} | MAE {1000 * result['mae']:.1f} meV | "
+                        f"{1000 * result['baseline_mae']:.1f} meV | "
+                        f"{'–' if reference is None else f'{reference:.0f} meV'} |")
+        else:
+            rows.append(f"| {result['property']} > {result['threshold']:g} | {result['rows']} | accuracy "
+                        f"{result['accuracy']:.3f} | {result['baseline_accuracy']:.3f} | – |")
+    return (f"On the `{metrics['split']}` split of `{metrics['dataset']}` (`{metrics['command']}`), next to the "
+            "composition-family baseline (the mean training value of the same reduced formula, else chemical "
+            "system, else all) and the WyckoffTransformer authors' figure on the full MP-20 (a larger training "
+            "split, so a reference point rather than a like-for-like comparison):\n\n"
+            "| property | rows | model | baseline | authors (full MP-20) |\n|---|---|---|---|---|\n" + "\n".join(rows))
+
+
+def _property_values(summary: dict[str, Any], metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """A property predictor's placeholders: what it predicts, its validation metrics beside the trivial
+    predictor's (the training split's mean of each target, or its majority class) and its test results."""
     targets, threshold = summary["targets"], summary["classification_threshold"]
     if threshold is None:
         task = ", ".join(f"`{target}`" for target in targets) + " (regression, in the labels' own units)"
@@ -84,14 +107,15 @@ def _property_values(summary: dict[str, Any]) -> dict[str, Any]:
         datasets=[summary["dataset"]], metrics=["mae"] if threshold is None else ["accuracy"],
     )
     return {"card_metadata": card_data.to_yaml(), "task_description": task, "loss_description": loss,
-            "baseline_description": baseline, "validation_table": rows}
+            "baseline_description": baseline, "validation_table": rows, "test_section": _test_section(metrics)}
 
 
 def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = None,
                       model_id: str = "path/to/checkpoint") -> str:
-    """Markdown card from a training summary (and optional evaluation metrics of a generator)."""
+    """Markdown card from a training summary and optional metrics: ``wyckoff-hf evaluate``'s of a generator,
+    ``scripts/benchmark_property.py --output-json``'s of a property predictor."""
     if summary.get("task") == "property":
-        values = {**_training_values(summary, model_id), **_property_values(summary)}
+        values = {**_training_values(summary, model_id), **_property_values(summary, metrics)}
         return render_card(template_path(PROPERTY_TEMPLATE), values)
     card_data = ModelCardData(
         library_name="transformers", license="mit", pipeline_tag="other",
