@@ -513,10 +513,11 @@ def checkpoint_to_resume(resume_from_checkpoint: str | None, output_dir: Path) -
 def check_resumed_task(checkpoint: Path, task_args: TaskArguments) -> None:
     """Resume only with the task options the checkpoint was trained with: other labels or conditions would give
     a model of another shape (a checkpoint from before the task options is a plain generator's)."""
-    trained = json.loads((checkpoint / "trainer_state.json").read_text()).get("task", asdict(TaskArguments()))
+    defaults = asdict(TaskArguments())  # also for options a checkpoint predates
+    trained = {**defaults, **json.loads((checkpoint / "trainer_state.json").read_text()).get("task", {})}
     given = asdict(task_args)
     if trained != given:
-        trained, given = ({key: value for key, value in options.items() if value is not None}
+        trained, given = ({key: value for key, value in options.items() if key == "task" or value != defaults[key]}
                           for options in (trained, given))
         sys.exit(f"train.py: error: --resume-from-checkpoint {checkpoint}: trained with the task options {trained}, "
                  f"not {given}")
