@@ -1,4 +1,4 @@
-"""WyckoffTransformer: a permutation-aware encoder over Wyckoff sites and its cascade generator.
+"""WyckoffTransformer: a permutation-aware encoder over Wyckoff sites, its cascade generator and its property head.
 
 Self-contained on purpose (torch, transformers and the sibling configuration file only): the file is
 copied next to the weights so that ``trust_remote_code=True`` works where ``wyckoff_hf`` is not installed.
@@ -40,7 +40,13 @@ log-probability of that completion. ``composition`` (crystal structure predictio
 step allows only the sites after which the composition (Z formula units for some Z ≥ 1, within ``max_atoms``) stays
 reachable (``CompositionMoves`` decides it exactly), so every sample has exactly the composition, but the samples
 follow the model's distribution restricted step by step, not its conditional p(x | composition): rank them by the
-model's own log-likelihood (``wyckoff_hf.generation.csp``).
+model's own log-likelihood (``wyckoff_hf.generation.csp``). ``num_elements_range`` is renormalised masking too (the
+number of distinct elements stays in range, with a look-ahead so that the low end stays reachable). ``condition``
+(a conditional generator, ``config.condition_names``) is exact at ``guidance_scale`` 1: the network was trained on
+p(sites | S, condition); other scales apply classifier-free guidance per step.
+
+Property prediction (``WyckoffTransformerForPropertyPrediction``) uses the same encoder on the whole crystal, every
+field visible, and pools the site states weighted by multiplicity.
 """
 
 import functools
