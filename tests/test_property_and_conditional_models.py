@@ -251,3 +251,18 @@ def test_generate_command_takes_a_condition_guidance_and_element_range(tokenizer
     with pytest.raises(SystemExit):
         main(["generate", "--condition", "band_gap", "--output-dir", str(tmp_path / "c")])
     assert "is not NAME=VALUE" in capsys.readouterr().err
+
+
+def test_generation_pipeline_passes_the_condition(tokenizer, tmp_path):
+    from transformers import pipeline
+
+    import wyckoff_hf  # noqa: F401  (registers the pipeline task)
+
+    model = conditional_generator(tokenizer)
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    generator = pipeline("crystal-generation", model=str(tmp_path))
+    guided = generator(6, condition={"band_gap": 3.0}, guidance_scale=2.0, seed=4, num_elements_range=(2, 3))
+    expected = model.generate(6, condition={"band_gap": 3.0}, guidance_scale=2.0, seed=4, num_elements_range=(2, 3),
+                              tokenizer=tokenizer)
+    assert [crystal["representation"] for crystal in guided] == expected
