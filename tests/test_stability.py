@@ -182,7 +182,7 @@ def test_evaluate_with_stability_relaxes_places_on_the_hull_and_reports_sun(tmp_
     assert Structure.from_file(folder / stability.RELAXED_DIR / "000002.cif").composition.reduced_formula == "KCl"
     assert (folder / stability.HISTOGRAM_PNG).read_bytes().startswith(b"\x89PNG")
     report = (tmp_path / "report.md").read_text()
-    assert "| S.U.N. (stable, unique, novel) | 50.0 % | relaxed samples, novel vs train |" in report
+    assert "| S.U.N. (stable, unique, novel) | 50.0 % | relaxed samples, novel vs train + validation |" in report
     assert "2 of 2 Wyckoff-valid samples got an energy" in report and "sun [" in report and "proxy" in report
     assert f"![{stability.STABILITY_DIR}/{stability.HISTOGRAM_PNG}]" in report
 
