@@ -30,8 +30,14 @@ import numpy as np
 import torch
 
 from wyckoff_hf.data import load_wyckoff_dataset
-from wyckoff_hf.evaluation import ReferenceSet, novel_representations, wyckoff_uniqueness
-from wyckoff_hf.evaluation.validity import composition_validity, fraction
+from wyckoff_hf.evaluation import (
+    GeneratedSamples,
+    ReferenceSet,
+    novel_representations,
+    validity_metrics,
+    wyckoff_uniqueness,
+)
+from wyckoff_hf.evaluation.validity import fraction
 from wyckoff_hf.generation import load_generator
 from wyckoff_hf.prediction import PropertyPredictor, predict_table
 
@@ -59,11 +65,10 @@ def score_samples(samples, tokenizer, predictor: PropertyPredictor, column: str,
     start = time.perf_counter()
     predicted = predicted_values(predictor, representations, column)
     seconds += time.perf_counter() - start
-    compositional = [composition_validity(rep.composition) for rep in representations]
-    decided = [flag for flag in compositional if flag is not None]
+    validity = validity_metrics(GeneratedSamples.from_representations(representations), structure_metrics=False)
     return {**distribution(predicted, threshold), "wyckoff_unique": wyckoff_uniqueness(representations),
             "wyckoff_novel": fraction(sum(novel_representations(representations, train)), len(representations)),
-            "compositional_valid": fraction(sum(decided), len(decided)),
+            "compositional_valid": validity["compositional_valid"],
             "mean_nll": float(-samples.sequences_scores.mean()), "seconds": seconds}
 
 
