@@ -209,6 +209,7 @@ def test_kill_9_of_the_launcher_leaves_no_orphan_and_resume_loses_no_epoch(prepa
      "--classification-threshold classifies one --target, got 'band_gap,e_above_hull'"),
     (["--condition", "band_gap,,e_above_hull"], "--condition 'band_gap,,e_above_hull': give comma-separated column "
                                                "names, each once"),
+    (["--max-train-minutes", "0"], "--max-train-minutes must be positive, got 0.0"),
 ])
 def test_bad_options_fail_with_one_line(options, message, train_script, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -236,6 +237,27 @@ def test_bad_columns_fail_with_one_line_before_training(options, message, train_
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err.splitlines()[-1]
     assert not (tmp_path / "run").exists()
+
+
+def test_without_config_the_generator_gets_the_recipe_and_init_from_keeps_its_own(train_script):
+    parser = train_script.HfArgumentParser(train_script.ModelArguments)
+    recipe = train_script.config_overrides(parser, train_script.ModelArguments())
+    assert recipe == train_script.RECIPE_CONFIG and recipe is not train_script.RECIPE_CONFIG
+    shipped = json.loads((REPO / "wyckoff_hf" / "pretrained" / "mp20-biternary" / "config.json").read_text())
+    assert {key: shipped[key] for key in recipe} == recipe  # the defaults reproduce the shipped generator's shape
+    assert train_script.config_overrides(parser, train_script.ModelArguments(init_from="runs/x")) == {}
+
+
+def test_time_limit_stops_after_the_epoch_that_passes_it_and_keeps_the_best_model(prepared_dataset, tiny_config,
+                                                                                  tmp_path):
+    out = tmp_path / "run"
+    result = run(train_command(prepared_dataset, out, tiny_config, 5, "--max-train-minutes", "0.0001",
+                               "--calibration-temperatures", ""))
+    assert "stopping before epoch 1: past --max-train-minutes 0.0001" in result.stdout
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["epochs_run"] == 1 and summary["stopped_by_time_limit"] and summary["best_epoch"] == 0
+    assert [m["epoch"] for m in metrics_of(out)] == [0]
+    WyckoffTransformerForCrystalGeneration.from_pretrained(out)
 
 
 def test_resume_with_other_task_options_fails_before_training(train_script, tmp_path):
