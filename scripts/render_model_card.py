@@ -1,7 +1,7 @@
 """Re-render a checkpoint's model card from its training summary and, optionally, evaluation metrics.
 
     python scripts/render_model_card.py CHECKPOINT_DIR --summary runs/NAME/training_summary.json \
-        [--metrics report/metrics.json] [--model-id ORG/NAME]
+        [--metrics report/metrics.json] [--stability-metrics stability-report/metrics.json] [--model-id ORG/NAME]
 
 ``scripts/train.py`` writes the card once (without evaluation); run this after ``wyckoff-hf evaluate``.
 """
@@ -20,10 +20,17 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--summary", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, default=None)
+    parser.add_argument("--stability-metrics", type=Path, default=None,
+                        help="metrics.json of a `wyckoff-hf evaluate --stability` run (a generator's card)")
     parser.add_argument("--model-id", default="path/to/checkpoint")
     args = parser.parse_args()
-    metrics = json.loads(args.metrics.read_text()) if args.metrics else None
-    path = write_model_card(args.checkpoint, json.loads(args.summary.read_text()), metrics, args.model_id)
+    metrics, stability = (json.loads(path.read_text()) if path else None
+                          for path in (args.metrics, args.stability_metrics))
+    try:
+        path = write_model_card(args.checkpoint, json.loads(args.summary.read_text()), metrics, args.model_id,
+                                stability)
+    except ValueError as err:
+        parser.error(f"--stability-metrics {args.stability_metrics}: {err}")
     print(f"wrote {path}")
 
 

@@ -1,11 +1,13 @@
 """Stability, S.U.N. and S.S.U.N.: the real CHGNet on small crystals, the hull on hand-made systems."""
 
 import csv
+import json
 
 import pandas as pd
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
+from wyckoff_hf.cards import render_model_card
 from wyckoff_hf.evaluation import GeneratedSamples, ReferenceSet, evaluate, stability
 from wyckoff_hf.evaluation.hull import ConvexHullReference, MissingReferenceError, fit_element_references, packaged_hull
 from wyckoff_hf.evaluation.novelty import unique_structures
@@ -19,6 +21,7 @@ from wyckoff_hf.evaluation.relaxation import (
     static_energies,
 )
 from wyckoff_hf.evaluation.sun import sun_metrics, wilson_interval
+from wyckoff_hf.generation.jobs import DEFAULT_MODEL
 from wyckoff_hf.tokenization import WyckoffRepresentation
 
 # CI installs the stability extra; elsewhere the tests of the real CHGNet say why they did not run
@@ -169,7 +172,8 @@ def test_evaluate_with_stability_relaxes_places_on_the_hull_and_reports_sun(tmp_
     nacl_cif = rock_salt(5.64).to(fmt="cif")  # NaCl is a train row, KCl is not
     reference = ReferenceSet([NACL], [NACL, KCL], [nacl_cif], [nacl_cif, rock_salt(6.3, "K").to(fmt="cif")])
     samples = GeneratedSamples([NACL, None, KCL], errors={1: "not a representation"}, has_structures=False)
-    metrics = evaluate(samples, reference, tmp_path, num_workers=1, stability=ONE_TRIAL)["stability"]
+    everything = evaluate(samples, reference, tmp_path, num_workers=1, stability=ONE_TRIAL)
+    metrics = everything["stability"]
     assert metrics["num_samples"] == 2 and metrics["num_with_energy"] == 2 and metrics["failures"] == {}
     assert metrics["novel"] == 0.5 and metrics["unique"] == 1.0 and metrics["space_group_kept"] == 1.0
     assert metrics["hull_composition_covered"] == 1.0
@@ -185,6 +189,15 @@ def test_evaluate_with_stability_relaxes_places_on_the_hull_and_reports_sun(tmp_
     assert "| S.U.N. (stable, unique, novel) | 50.0 % | relaxed samples, novel vs train + validation |" in report
     assert "2 of 2 Wyckoff-valid samples got an energy" in report and "sun [" in report and "proxy" in report
     assert f"![{stability.STABILITY_DIR}/{stability.HISTOGRAM_PNG}]" in report
+    # the model card's Stability section: the S.U.N. rows and the protocol, not the run's other metrics
+    summary = json.loads((DEFAULT_MODEL / "training_summary.json").read_text())
+    card = render_model_card(summary, stability=everything)
+    section = card.split("## Stability")[1].split("## Limitations")[0]
+    assert "| S.U.N. (stable, unique, novel) | 50.0 % | relaxed samples, novel vs train + validation |" in section
+    assert "2 of 2 Wyckoff-valid samples got an energy" in section and "Wyckoff validity" not in section
+    assert "Not measured yet" in render_model_card(summary)
+    with pytest.raises(ValueError, match="hold no relaxation results"):
+        render_model_card(summary, stability={k: v for k, v in everything.items() if k != "stability"})
 
 
 def test_without_chgnet_the_metrics_say_how_to_install_it(monkeypatch):

@@ -121,7 +121,7 @@ def test_accelerate_launch_two_epochs_gives_a_loadable_model_in_output_dir(train
     card = ModelCard.load(out / "README.md")
     assert card.data.library_name == "transformers"
     assert f"{summary['best_validation']['validation/loss']:.4f}" in card.text
-    assert "Not evaluated yet" in card.text
+    assert "Not evaluated yet" in card.text and "## Stability\n\nNot measured yet" in card.text
 
 
 def test_two_processes_shard_the_data_and_match_one_process(trained_run, prepared_dataset, tiny_config, tmp_path):

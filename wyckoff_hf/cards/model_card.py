@@ -31,6 +31,23 @@ def _evaluation_section(metrics: dict[str, Any] | None) -> str:
             + metrics_table(metrics))
 
 
+def _stability_section(metrics: dict[str, Any] | None) -> str:
+    """The S.U.N. rows of a ``wyckoff-hf evaluate --stability`` run (often on fewer samples than the evaluation
+    above: relaxation is the expensive part), with its protocol and intervals."""
+    if not metrics:
+        return ("Not measured yet: run `wyckoff-hf evaluate ... --stability` and re-render the card with "
+                "`--stability-metrics` and its metrics.json.")
+    if "stability" not in metrics or "skipped" in metrics["stability"]:
+        raise ValueError("the stability metrics hold no relaxation results: they come from `wyckoff-hf evaluate "
+                         "--stability` with the stability extra installed")
+    from ..evaluation import metrics_table, stability_notes
+
+    return ("CHGNet relaxation, energy above a convex hull of Materials Project points, S.U.N. and S.S.U.N. "
+            "(`wyckoff-hf evaluate --stability`; definitions in `wyckoff_hf.evaluation.stability`):\n\n"
+            + metrics_table(metrics, sections=("stability",)) + "\n\n"
+            + "\n".join(stability_notes(metrics["stability"])))
+
+
 def _calibration_section(calibration: dict[str, Any] | None) -> str:
     if not calibration:
         return "The sampling temperature was not calibrated (default 1.0)."
@@ -111,9 +128,10 @@ def _property_values(summary: dict[str, Any], metrics: dict[str, Any] | None) ->
 
 
 def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = None,
-                      model_id: str = "path/to/checkpoint") -> str:
-    """Markdown card from a training summary and optional metrics: ``wyckoff-hf evaluate``'s of a generator,
-    ``scripts/benchmark_property.py --output-json``'s of a property predictor."""
+                      model_id: str = "path/to/checkpoint", stability: dict[str, Any] | None = None) -> str:
+    """Markdown card from a training summary and optional metrics: ``wyckoff-hf evaluate``'s of a generator (and
+    ``stability``, the metrics of an ``evaluate --stability`` run), ``scripts/benchmark_property.py
+    --output-json``'s of a property predictor."""
     if summary.get("task") == "property":
         values = {**_training_values(summary, model_id), **_property_values(summary, metrics)}
         return render_card(template_path(PROPERTY_TEMPLATE), values)
@@ -129,13 +147,14 @@ def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = 
         "validation_table": "\n".join(f"| {k.removeprefix('validation/')} | {v:.4f} |" for k, v in validation.items()),
         "calibration": _calibration_section(summary.get("calibration")),
         "evaluation": _evaluation_section(metrics),
+        "stability": _stability_section(stability),
     }
     return render_card(template_path(TEMPLATE), values)
 
 
 def write_model_card(folder: str | Path, summary: dict[str, Any], metrics: dict[str, Any] | None = None,
-                     model_id: str = "path/to/checkpoint") -> Path:
+                     model_id: str = "path/to/checkpoint", stability: dict[str, Any] | None = None) -> Path:
     """Render the card into ``folder/README.md``."""
     path = Path(folder) / "README.md"
-    path.write_text(render_model_card(summary, metrics, model_id))
+    path.write_text(render_model_card(summary, metrics, model_id, stability))
     return path

@@ -14,7 +14,7 @@ _EXPORTS = {
     "ReferenceSet": ".reference",
     **dict.fromkeys(("evaluate", "markdown_report", "metrics_table"), ".report"),
     **dict.fromkeys(("GeneratedSamples", "load_samples", "realise_missing"), ".samples"),
-    **dict.fromkeys(("SKIP_MESSAGE", "chgnet_available", "stability_metrics"), ".stability"),
+    **dict.fromkeys(("SKIP_MESSAGE", "chgnet_available", "stability_metrics", "stability_notes"), ".stability"),
     "ConvexHullReference": ".hull",
     **dict.fromkeys(("RelaxationSettings", "relax_samples"), ".relaxation"),
     "sun_metrics": ".sun",

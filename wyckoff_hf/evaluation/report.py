@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +159,9 @@ def _format(key: str, value: Any) -> str:
     return f"{value:.3f}"
 
 
-def metrics_table(metrics: dict[str, Any]) -> str:
-    """The literature-style markdown table of the headline metrics (also used by the model card)."""
+def metrics_table(metrics: dict[str, Any], sections: Sequence[str] | None = None) -> str:
+    """The literature-style markdown table of the headline metrics (also used by the model card), of every section
+    of ``metrics`` or of ``sections`` only."""
     validity = metrics["validity"]
     lines = [
         f"{validity['num_samples']} samples, {validity['num_wyckoff_valid']} Wyckoff-valid; reference: "
@@ -169,7 +171,8 @@ def metrics_table(metrics: dict[str, Any]) -> str:
         "|---|---:|---|",
     ]
     lines += [f"| {label} | {_format(key, metrics[section][key])} | {over} |"
-              for section, key, label, over in REPORT_ROWS if key in metrics.get(section, {})]
+              for section, key, label, over in REPORT_ROWS
+              if key in metrics.get(section, {}) and (sections is None or section in sections)]
     return "\n".join(lines)
 
 
