@@ -24,6 +24,10 @@ def main() -> None:
                         help="metrics.json of a `wyckoff-hf evaluate --stability` run (a generator's card)")
     parser.add_argument("--model-id", default="path/to/checkpoint")
     args = parser.parse_args()
+    for option, path in (("--summary", args.summary), ("--metrics", args.metrics),
+                         ("--stability-metrics", args.stability_metrics)):
+        if path is not None and not path.is_file():
+            parser.error(f"{option} {path}: no such file")
     metrics, stability = (json.loads(path.read_text()) if path else None
                           for path in (args.metrics, args.stability_metrics))
     try:

@@ -336,6 +336,15 @@ def test_recalibration_and_card_with_evaluation_metrics(trained_run, prepared_da
     assert f"Sampling temperature **{summary['sampling_temperature']}**" in card
 
 
+def test_render_model_card_names_a_missing_metrics_file(tmp_path):
+    summary = REPO / "wyckoff_hf" / "pretrained" / "mp20-biternary" / "training_summary.json"
+    result = subprocess.run([sys.executable, "scripts/render_model_card.py", str(tmp_path), "--summary", str(summary),
+                             "--stability-metrics", str(tmp_path / "missing.json")],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and not (tmp_path / "README.md").exists()
+    assert result.stderr.splitlines()[-1].endswith(f"--stability-metrics {tmp_path / 'missing.json'}: no such file")
+
+
 # ------------------------------------------------------------------------------ property task, conditions
 
 def train_in_process(train_script, dataset: Path, output_dir: Path, config: Path, epochs: int, *extra: str) -> dict:
