@@ -128,6 +128,22 @@ def test_invalid_tolerances_fail_before_spglib(symprec, angle_tolerance, message
         representations_from_structures([("NaCl", KNOWN["NaCl"][0])], symprec, angle_tolerance)
 
 
+def test_an_error_raised_inside_spglib_is_a_symmetry_error_naming_the_structure(monkeypatch):
+    """spglib 2 raises (e.g. "too close distance between atoms" on a collapsed relaxation) where spglib 1 returned
+    None: either way one structure fails with a WyckoffError, so a batch or a relaxation report skips it."""
+    import spglib
+    from spglib.error import SpglibError
+
+    def collapsed(*args, **kwargs):
+        raise SpglibError("too close distance between atoms")
+
+    monkeypatch.setattr(spglib, "get_symmetry_dataset", collapsed)
+    with pytest.raises(WyckoffError, match=r"^NaCl: spglib failed: too close distance between atoms \(symprec=0.1"):
+        WyckoffRepresentation.from_structure(KNOWN["NaCl"][0])
+    converted, failures = representations_from_structures([("rock salt", KNOWN["NaCl"][0])])
+    assert converted == [] and "too close distance" in str(failures)
+
+
 def test_spglib_default_angle_tolerance_is_accepted():
     assert str(WyckoffRepresentation.from_structure(KNOWN["NaCl"][0], 0.1, -1.0)) == "Fm-3m (225): Na 4a, Cl 4b"
 

@@ -256,7 +256,11 @@ def spglib_sites(structure: StructureLike, symprec: float = 0.1,
             f"{structure.composition.reduced_formula}: partial occupancies; one element per site is required"
         )
     cell = (structure.lattice.matrix, structure.frac_coords, np.array(structure.atomic_numbers))
-    dataset = spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=angle_tolerance)
+    try:
+        dataset = spglib.get_symmetry_dataset(cell, symprec=symprec, angle_tolerance=angle_tolerance)
+    except spglib.error.SpglibError as err:  # spglib 2 raises where spglib 1 returned None
+        raise SymmetryAnalysisError(f"{structure.composition.reduced_formula}: spglib failed: {err} "
+                                    f"(symprec={symprec}, angle_tolerance={angle_tolerance})") from err
     if dataset is None:
         raise SymmetryAnalysisError(
             f"{structure.composition.reduced_formula}: spglib found no space group "
