@@ -28,11 +28,11 @@ def main() -> None:
                          ("--stability-metrics", args.stability_metrics)):
         if path is not None and not path.is_file():
             parser.error(f"{option} {path}: no such file")
+    summary = json.loads(args.summary.read_text())
     metrics, stability = (json.loads(path.read_text()) if path else None
                           for path in (args.metrics, args.stability_metrics))
-    try:
-        path = write_model_card(args.checkpoint, json.loads(args.summary.read_text()), metrics, args.model_id,
-                                stability)
+    try:  # only the stability section raises ValueError; a malformed summary must not be blamed on it
+        path = write_model_card(args.checkpoint, summary, metrics, args.model_id, stability)
     except ValueError as err:
         parser.error(f"--stability-metrics {args.stability_metrics}: {err}")
     print(f"wrote {path}")
