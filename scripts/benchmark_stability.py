@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python scripts/benchmark_stability.py --num-samples 100 --trials 3
 
+Every strategy relaxes the primitive cell, as the protocol does.
 Samples come from the shipped model (``--num-samples``, seed 0), a samples folder (``--samples``) or the
 Wyckoff representations of a CSV's first rows (``--from-csv``, e.g. the MP-20 test split as a baseline). Every
 sample gets ``--trials`` pyxtal realisations (the seeds ``wyckoff_hf.evaluation.relaxation`` uses), and on
@@ -42,6 +43,7 @@ from wyckoff_hf.evaluation.novelty import novel_structures, unique_structures
 from wyckoff_hf.evaluation.relaxation import (
     SCREEN_FMAX,
     RelaxationSettings,
+    primitive_cell,
     relax_structure,
     relaxed_space_group,
     static_energies,
@@ -117,7 +119,8 @@ def main() -> None:
         trials = []
         for trial in range(args.trials):
             try:
-                trials.append(rep.to_structure(seed=FULL.trial_seed(i, trial)))
+                structure = rep.to_structure(seed=FULL.trial_seed(i, trial))
+                trials.append(primitive_cell(structure) if FULL.primitive_cell else structure)
             except ValueError as err:
                 print(f"sample {i} trial {trial}: {err}")
         if trials:

@@ -1,7 +1,7 @@
 """Recalibrate the default sampling temperature of a checkpoint on a validation split.
 
     python scripts/calibrate_temperature.py CHECKPOINT_DIR --dataset DIR_OR_HUB_ID \
-        [--temperatures 0.4,0.5,...] [--rows 2000] [--samples-per-row 4] [--summary training_summary.json]
+        [--temperatures 0.4,0.5,...] [--rows 2000] [--samples-per-row 16] [--summary training_summary.json]
 
 The same procedure ``scripts/train.py`` runs after training (``wyckoff_hf.generation.calibration``); it rewrites
 the checkpoint's ``generation_config.json`` and, with ``--summary``, the ``calibration`` and
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from wyckoff_hf.data import load_wyckoff_dataset
-from wyckoff_hf.generation.calibration import calibrate_checkpoint
+from wyckoff_hf.generation.calibration import SAMPLES_PER_ROW, calibrate_checkpoint
 from wyckoff_hf.modeling import WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import WyckoffTokenizer
 
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--split", default="validation")
     parser.add_argument("--temperatures", default="0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2")
     parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--samples-per-row", type=int, default=4)
+    parser.add_argument("--samples-per-row", type=int, default=SAMPLES_PER_ROW)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--summary", type=Path, default=None)
     args = parser.parse_args()

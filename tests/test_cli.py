@@ -276,3 +276,13 @@ def test_a_structure_that_cannot_be_written_is_a_recorded_failure(tmp_path, monk
     with open(out / FAILURES_FILE, newline="") as f:
         rows = list(csv.reader(f))
     assert rows[1][:3] == ["0", str(NACL), "write"] and rows[1][3] == "ValueError: symmetrisation failed"
+
+
+def test_a_relaxation_cache_without_stability_is_refused_in_one_line(tmp_path, capsys):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"space_group": 225, "sites": [["Na", "a"], ["Cl", "b"]]}) + "\n")
+    argv = ["evaluate", str(samples), "--reference", "unused", "--relaxation-cache", str(tmp_path / "cache")]
+    assert main(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["wyckoff-hf evaluate: error: --relaxation-cache keeps CHGNet relaxations: it needs --stability"]
+    assert not (tmp_path / "cache").exists()

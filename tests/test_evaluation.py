@@ -77,6 +77,19 @@ def test_compositional_validity_is_smact_charge_neutrality(formula, valid):
     assert composition_validity(formula) is valid
 
 
+def test_an_element_smact_3_has_no_data_for_is_invalid_not_a_crash(monkeypatch):
+    """SMACT 3 raises NameError where SMACT 4 raises KeyError ("Elemental data for Db not found."); a model that
+    samples such an element once in 10,000 crystals must not crash the evaluation."""
+    from wyckoff_hf.evaluation import validity
+
+    def smact_3(composition, **kwargs):
+        raise NameError("Elemental data for Db not found.")
+
+    monkeypatch.setattr(validity, "smact_validity", smact_3)
+    monkeypatch.setattr(validity, "_smact_cache", {})
+    assert composition_validity("DbO2") is False
+
+
 def test_validity_metrics_denominators():
     close = Structure(Lattice.cubic(5.0), ["Na", "Cl"], [[0, 0, 0], [0.06, 0, 0]])
     nacl2 = WyckoffRepresentation.from_sites(1, [("Na", "a"), ("Cl", "a"), ("Cl", "a")])

@@ -90,6 +90,50 @@ def test_prediction_sees_only_the_prefix(model, tokenizer):
     assert not torch.allclose(first.element_logits[0, 2], other.element_logits[0, 2], atol=1e-5)
 
 
+def test_site_count_embedding_is_added_to_the_predicted_token_only(tokenizer, reps, tmp_path):
+    """The token being predicted (MASK in a field) gets the embedding of its index, the number of sites before it;
+    the sites before it get nothing. The flag saves and loads with the config, and the model samples."""
+    torch.manual_seed(0)
+    model = WyckoffTransformerForCrystalGeneration(
+        WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY, site_count_embedding=True)).eval()
+    crystal = next(r for r in reps if len(r.sites) >= 3)
+    batch = batch_of(tokenizer, [crystal])
+    hidden = {key: value.clone() for key, value in batch.items() if key != "attention_mask"}
+    hidden["element_ids"][0, 2] = model.config.mask_token_id  # token 2 is predicted, after 2 sites
+    embeddings = model.model.embeddings
+    counted = embeddings(**hidden)
+    weights = embeddings.site_count.weight.detach().clone()
+    with torch.no_grad():
+        embeddings.site_count.weight.zero_()
+    plain = embeddings(**hidden)
+    with torch.no_grad():
+        embeddings.site_count.weight.copy_(weights)
+    assert torch.equal(counted[0, :2], plain[0, :2]) and torch.equal(counted[0, 3:], plain[0, 3:])
+    assert torch.allclose(counted[0, 2] - plain[0, 2], weights[2], atol=1e-6)
+    model.save_pretrained(tmp_path)
+    loaded = WyckoffTransformerForCrystalGeneration.from_pretrained(tmp_path).eval()
+    assert loaded.config.site_count_embedding and loaded.config.hidden_size == model.config.hidden_size
+    assert torch.equal(loaded(**batch).element_logits, model(**batch).element_logits)
+    crystals = loaded.generate(num_samples=16, seed=0, tokenizer=tokenizer)
+    assert len(crystals) == 16 and all(c.sites for c in crystals)
+
+
+def test_site_count_embedding_keeps_the_prefix_a_set(tokenizer, reps):
+    """Only the predicted token gets its count: permuting the sites before it does not change its prediction."""
+    torch.manual_seed(0)
+    model = WyckoffTransformerForCrystalGeneration(
+        WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY, site_count_embedding=True)).eval()
+    crystal = next(r for r in reps if len({(s.element, s.letter) for s in r.sites}) >= 3)
+    batch = batch_of(tokenizer, [crystal])
+    stop = len(crystal.sites)
+    batch["element_ids"][0, stop] = model.config.mask_token_id  # the STOP token, about to be predicted
+    swapped = {key: value.clone() for key, value in batch.items()}
+    for key, value in swapped.items():
+        value[0, [0, 1]] = batch[key][0, [1, 0]]
+    states = [model.model(**inputs).last_hidden_state[0, stop] for inputs in (batch, swapped)]
+    assert torch.allclose(*states, atol=1e-5)
+
+
 def test_impossible_positions_are_masked_in_the_loss(model, tokenizer):
     out = model(**batch_of(tokenizer, [nacl()]))
     minimum = torch.finfo(out.element_logits.dtype).min

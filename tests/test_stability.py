@@ -1,14 +1,16 @@
 """Stability, S.U.N. and S.S.U.N.: the real CHGNet on small crystals, the hull on hand-made systems."""
 
 import csv
+import importlib.util
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
 from wyckoff_hf.cards import render_model_card
-from wyckoff_hf.evaluation import GeneratedSamples, ReferenceSet, evaluate, stability
+from wyckoff_hf.evaluation import GeneratedSamples, ReferenceSet, evaluate, relaxation, stability
 from wyckoff_hf.evaluation.hull import ConvexHullReference, MissingReferenceError, fit_element_references, packaged_hull
 from wyckoff_hf.evaluation.novelty import unique_structures
 from wyckoff_hf.evaluation.relaxation import (
@@ -16,6 +18,7 @@ from wyckoff_hf.evaluation.relaxation import (
     RelaxationSettings,
     Relaxed,
     relax_representation,
+    relax_samples,
     relax_structure,
     relaxed_space_group,
     static_energies,
@@ -119,6 +122,17 @@ def test_relax_representation_keeps_the_lowest_trial_and_the_sampled_group():
     assert result.structure.composition.reduced_formula == "NaCl" and -4.0 < result.energy_per_atom < -3.0
 
 
+@needs_chgnet
+def test_a_centred_crystal_is_relaxed_in_its_primitive_cell():
+    """Rock salt's conventional cell has 8 atoms, its primitive cell 2: the relaxed structure is the primitive one,
+    with the energy per atom and the group of the conventional relaxation."""
+    primitive = relax_representation(NACL, 0, ONE_TRIAL)
+    conventional = relax_representation(NACL, 0, RelaxationSettings(num_trials=1, primitive_cell=False))
+    assert len(primitive.structure) == 2 and len(conventional.structure) == 8
+    assert primitive.energy_per_atom == pytest.approx(conventional.energy_per_atom, abs=2e-3)
+    assert primitive.space_group_relaxed == conventional.space_group_relaxed == 225
+
+
 def test_trial_seeds_depend_only_on_seed_index_and_trial():
     assert ONE_TRIAL.trial_seed(3, 1) == RelaxationSettings(num_trials=6).trial_seed(3, 1)
     assert len({ONE_TRIAL.trial_seed(i, t) for i in range(10) for t in range(6)}) == 60
@@ -128,6 +142,39 @@ def test_trial_seeds_depend_only_on_seed_index_and_trial():
 def test_a_relaxation_over_its_time_limit_is_a_recorded_failure():
     result = relax_representation(NACL, 7, RelaxationSettings(num_trials=1, timeout=1e-3))
     assert isinstance(result, RelaxationFailure) and result.index == 7 and result.reason.startswith("time:")
+
+
+@needs_chgnet
+def test_the_relaxation_cache_resumes_a_run_and_reuses_only_the_same_job(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = relax_samples([NACL, KCL], ONE_TRIAL, indices=[4, 9], cache_dir=cache)
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 2 and files[0].startswith("000004-") and files[1].startswith("000009-")
+
+    def no_relaxation(*args):
+        raise AssertionError("relaxed a cached sample")
+
+    monkeypatch.setattr(relaxation, "relax_representation", no_relaxation)
+    again = relax_samples([NACL, KCL], ONE_TRIAL, indices=[4, 9], cache_dir=cache)
+    for old, new in zip(first, again, strict=True):
+        assert (new.index, new.energy, new.trial, new.steps, new.space_group_relaxed) == \
+            (old.index, old.energy, old.trial, old.steps, old.space_group_relaxed)
+        assert new.structure == old.structure
+    # another index, another representation or another protocol is another job
+    calls = []
+    monkeypatch.setattr(relaxation, "relax_representation",
+                        lambda rep, index, settings, e: calls.append(index) or RelaxationFailure(index, "pyxtal: x"))
+    relax_samples([NACL, KCL, NACL], ONE_TRIAL, indices=[5, 4, 4], cache_dir=cache)
+    relax_samples([NACL], RelaxationSettings(num_trials=2), indices=[4], cache_dir=cache)
+    assert calls == [5, 4, 4]
+    (failure,) = relax_samples([NACL], ONE_TRIAL, indices=[5], cache_dir=cache)  # failures are kept as well
+    assert failure == RelaxationFailure(5, "pyxtal: x") and calls == [5, 4, 4]
+    # a damaged file is relaxed again, with a warning naming it
+    damaged = next(cache.glob("000009-*.json"))
+    damaged.write_text("{not json")
+    with pytest.warns(UserWarning, match=f"{damaged.name}: unreadable"):
+        relax_samples([KCL], ONE_TRIAL, indices=[9], cache_dir=cache)
+    assert calls == [5, 4, 4, 9] and not list(cache.glob("*.partial"))
 
 
 def test_settings_reject_impossible_protocols():
@@ -206,3 +253,36 @@ def test_without_chgnet_the_metrics_say_how_to_install_it(monkeypatch):
     assert "pip install 'wyckoff-hf[stability]'" in stability.SKIP_MESSAGE
     with pytest.raises(ValueError, match=r"chgnet: pip install 'wyckoff-hf\[stability\]'"):
         evaluate(GeneratedSamples([NACL]), ReferenceSet([NACL], [NACL]), "unused", stability=ONE_TRIAL)
+
+
+# ------------------------------------------------------------------------------------------ protocol comparison
+
+
+def write_stability_run(folder, e_above_hull, seconds, groups_relaxed, sun):
+    """An ``evaluate --stability`` output folder as the comparison script reads it (metrics.json + relaxations)."""
+    (folder / stability.STABILITY_DIR).mkdir(parents=True)
+    fractions = {key: sun for key in ("sun", "ssun", "metastable", "stable", "unique", "novel")}
+    metrics = {**fractions, "num_samples": len(e_above_hull), "num_with_energy": len(e_above_hull),
+               "space_group_kept": 1.0, "converged": 1.0, "intervals": {"sun": wilson_interval(1, 2)}}
+    (folder / "metrics.json").write_text(json.dumps({"stability": metrics}))
+    pd.DataFrame({"index": range(len(e_above_hull)), "e_above_hull": e_above_hull, "seconds": seconds,
+                  "space_group_sampled": 225, "space_group_relaxed": groups_relaxed}).to_csv(
+        folder / stability.STABILITY_DIR / stability.RELAXATIONS_FILE, index=False)
+
+
+def test_compare_stability_runs_matches_samples_by_index(tmp_path, capsys):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "compare_stability_runs.py"
+    spec = importlib.util.spec_from_file_location("compare_stability_runs", script)
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    write_stability_run(tmp_path / "full", [0.0, 0.05, 0.3], [30.0, 30.0, 30.0], [225, 225, 221], 0.5)
+    write_stability_run(tmp_path / "screen", [0.02, 0.10], [10.0, 5.0], [225, 225], 0.25)  # a prefix of the samples
+    compare.main([str(tmp_path / "full"), str(tmp_path / "screen")])
+    out = capsys.readouterr().out
+    assert "| sun | 50.0 % [9.5, 90.5] | 25.0 % [9.5, 90.5] |" in out
+    assert "On the 2 samples both relaxed" in out
+    assert "mean +0.0350, mean absolute 0.0350, largest 0.0500 eV/atom" in out
+    assert "same 'within 0.08' label for 50.0 % of the samples" in out and "relaxation time full / screen: 4.00" in out
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"no metrics\.json"):
+        compare.load_run(tmp_path / "empty")

@@ -46,6 +46,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stability-screen", action="store_true",
                         help="with --stability: relax every trial loosely (fmax 0.1 eV/Å, 100 steps) and refine only "
                              "the lowest one to 0.02 (faster; see scripts/benchmark_stability.py for what it costs)")
+    parser.add_argument("--relaxation-cache", metavar="DIR",
+                        help="with --stability: keep every finished relaxation in DIR (one JSON per sample) and reuse "
+                             "it, so that an interrupted or split run resumes where it stopped")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -53,13 +56,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .relaxation import SCREEN_FMAX, RelaxationSettings
     from .report import METRICS_FILE, REPORT_FILE, evaluate, markdown_report
 
+    if args.relaxation_cache and not args.stability:
+        raise ValueError("--relaxation-cache keeps CHGNet relaxations: it needs --stability")
     metrics = evaluate(args.samples, args.reference, args.output_dir, num_workers=args.num_workers,
                        structure_metrics=args.structure_metrics, realise=args.realise,
                        max_reference=args.max_reference, max_attempts=args.max_attempts, seed=args.seed,
                        realise_timeout=args.realise_timeout, smact_timeout=args.smact_timeout,
                        stability=RelaxationSettings(num_trials=args.stability_trials, seed=args.seed,
                                                     screen_fmax=SCREEN_FMAX if args.stability_screen else None)
-                       if args.stability else None)
+                       if args.stability else None, relaxation_cache=args.relaxation_cache)
     print(markdown_report(metrics))
     print(f"wrote {args.output_dir}/{METRICS_FILE} and {args.output_dir}/{REPORT_FILE}")
     return 0

@@ -11,23 +11,37 @@ Fixing the symmetry keeps the sampled group (the thing the model chose) and lowe
 FIRE has to explore; it can miss a lower-energy, lower-symmetry minimum, which is why the space group
 after relaxation is measured anyway (spglib at the tokenizer's tolerance).
 
+Each trial relaxes the primitive cell of the pyxtal structure (spglib's, ``primitive_cell``). With the
+symmetry fixed this is the same minimisation: the centring translations are symmetry operations the constraint
+keeps anyway. It has half or a quarter of the atoms of a centred conventional cell, and 58 % of the shipped
+model's samples are centred: 6 centred samples relaxed 1.5x faster to energies within 0.3 meV/atom and to the
+same space groups.
+
 Speed shortcuts, each optional and measured by ``scripts/benchmark_stability.py``:
 ``screen_fmax`` relaxes every trial only loosely (``screen_fmax``, ``screen_steps``) and continues only
 the best one to ``fmax``; ``refine_below`` (eV/atom above the hull, needs the hull) skips that refinement
 when the loosely relaxed structure is clearly unstable. Every failure (pyxtal, CHGNet, time limit) is kept
 with its reason; a sample fails only when all its trials fail.
+
+A relaxation run takes hours on a few cores, so ``relax_samples`` can keep each finished sample in a cache
+folder (one JSON file per sample, written by the worker as soon as the sample is done, named by a hash of the
+representation, its index and the protocol): a run that is interrupted, or split between machines, resumes
+where it stopped and relaxes only what is missing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import multiprocessing
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -54,6 +68,7 @@ class RelaxationSettings:
     max_steps: int = 500  # FIRE steps per trial, fixed-cell and variable-cell stages together
     fix_symmetry: bool = True
     relax_cell: bool = True
+    primitive_cell: bool = True  # relax spglib's primitive cell of each pyxtal realisation
     screen_fmax: float | None = None  # relax all trials to this first, refine only the best one
     screen_steps: int = 100
     refine_below: float | None = None  # eV/atom above hull: refine only a screened sample that could be this stable
@@ -178,6 +193,13 @@ def relax_structure(structure: Structure, fmax: float = 0.02, max_steps: int = 5
     return AseAtomsAdaptor.get_structure(atoms), energy, steps, converged
 
 
+def primitive_cell(structure: Structure) -> Structure:
+    """spglib's primitive cell of a symmetric structure (pyxtal's are exact, hence the tight tolerance)."""
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    return SpacegroupAnalyzer(structure, symprec=1e-3).find_primitive()
+
+
 def relaxed_space_group(structure: Structure) -> int | None:
     """The space group spglib finds at the tokenizer's tolerance, or ``None`` when it finds none."""
     try:
@@ -218,6 +240,8 @@ def relax_representation(representation: WyckoffRepresentation, index: int, sett
                 try:
                     initial = representation.to_structure(seed=settings.trial_seed(index, trial),
                                                           max_attempts=settings.pyxtal_attempts, timeout=None)
+                    if settings.primitive_cell:
+                        initial = primitive_cell(initial)
                     trials.append(_Trial(*relax_structure(initial, fmax, steps, settings.fix_symmetry,
                                                           settings.relax_cell), trial))
                 except Exception as err:  # pyxtal and CHGNet raise assorted errors; record and go on
@@ -243,17 +267,86 @@ def relax_representation(representation: WyckoffRepresentation, index: int, sett
                    failures)
 
 
-def _relax_job(job: tuple[WyckoffRepresentation, int, RelaxationSettings, EnergyAboveHull | None]
-               ) -> Relaxed | RelaxationFailure:
-    return relax_representation(*job)
+class RelaxationCache:
+    """Finished samples of one protocol as JSON files in ``folder``, so that an interrupted run resumes.
+
+    A file's name hashes the representation, the sample index (it seeds the trials) and every setting, so a
+    result is reused only for exactly the same job. Files are written whole (temporary name, then rename): a
+    worker killed mid-write leaves no half file. A file that cannot be read is relaxed again, with a warning.
+    """
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def path(self, representation: WyckoffRepresentation, index: int, settings: RelaxationSettings) -> Path:
+        job = json.dumps([representation.to_dict(), index, asdict(settings)], sort_keys=True)
+        return self.folder / f"{index:06d}-{hashlib.sha256(job.encode()).hexdigest()[:16]}.json"
+
+    def load(self, representation: WyckoffRepresentation, index: int, settings: RelaxationSettings
+             ) -> Relaxed | RelaxationFailure | None:
+        path = self.path(representation, index, settings)
+        if not path.exists():
+            return None
+        try:
+            return _from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"relaxation cache {path}: unreadable ({type(err).__name__}: {err}); relaxing sample "
+                          f"{index} again", stacklevel=2)
+            return None
+
+    def store(self, representation: WyckoffRepresentation, index: int, settings: RelaxationSettings,
+              result: Relaxed | RelaxationFailure) -> None:
+        from monty.json import MontyEncoder  # CHGNet leaves numpy scalars in the structure's site properties
+
+        path = self.path(representation, index, settings)
+        partial = path.with_suffix(".partial")
+        partial.write_text(json.dumps(_to_json(result), cls=MontyEncoder))
+        partial.replace(path)
+
+
+def _to_json(result: Relaxed | RelaxationFailure) -> dict[str, object]:
+    if isinstance(result, RelaxationFailure):
+        return {"failure": asdict(result)}
+    fields = {key: value for key, value in vars(result).items() if key != "structure"}
+    return {"relaxed": fields, "structure": result.structure.as_dict()}
+
+
+def _from_json(data: dict[str, object]) -> Relaxed | RelaxationFailure:
+    from pymatgen.core import Structure
+
+    if "failure" in data:
+        return RelaxationFailure(**data["failure"])
+    return Relaxed(structure=Structure.from_dict(data["structure"]), **data["relaxed"])
+
+
+def _relax_job(job: tuple[WyckoffRepresentation, int, RelaxationSettings, EnergyAboveHull | None,
+                          RelaxationCache | None]) -> Relaxed | RelaxationFailure:
+    representation, index, settings, e_above_hull, relaxation_cache = job
+    result = relax_representation(representation, index, settings, e_above_hull)
+    if relaxation_cache is not None:
+        relaxation_cache.store(representation, index, settings, result)
+    return result
 
 
 def relax_samples(representations: Sequence[WyckoffRepresentation], settings: RelaxationSettings | None = None,
                   indices: Sequence[int] | None = None, num_workers: int | None = 1,
-                  e_above_hull: EnergyAboveHull | None = None) -> list[Relaxed | RelaxationFailure]:
+                  e_above_hull: EnergyAboveHull | None = None,
+                  cache_dir: str | Path | None = None) -> list[Relaxed | RelaxationFailure]:
     """Relax every representation (``indices[k]``, default ``k``, names it and seeds it) over a process pool,
-    one sample per task, with a progress bar. ``e_above_hull`` must be picklable for a pool."""
+    one sample per task, with a progress bar. ``e_above_hull`` must be picklable for a pool. With
+    ``cache_dir`` (a ``RelaxationCache`` folder) finished samples are read from it and new ones written to it."""
     settings = settings or RelaxationSettings()
     indices = list(range(len(representations))) if indices is None else list(indices)
-    jobs = [(rep, index, settings, e_above_hull) for rep, index in zip(representations, indices, strict=True)]
-    return parallel_map(_relax_job, jobs, num_workers, desc="CHGNet relaxation", chunksize=1)
+    relaxation_cache = None if cache_dir is None else RelaxationCache(cache_dir)
+    results: dict[int, Relaxed | RelaxationFailure] = {}
+    jobs = []
+    for position, (rep, index) in enumerate(zip(representations, indices, strict=True)):
+        cached = relaxation_cache and relaxation_cache.load(rep, index, settings)
+        if cached is not None:
+            results[position] = cached
+        else:
+            jobs.append((position, (rep, index, settings, e_above_hull, relaxation_cache)))
+    done = parallel_map(_relax_job, [job for _, job in jobs], num_workers, desc="CHGNet relaxation", chunksize=1)
+    results.update({position: result for (position, _), result in zip(jobs, done, strict=True)})
+    return [results[position] for position in range(len(representations))]

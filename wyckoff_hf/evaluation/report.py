@@ -78,7 +78,8 @@ def evaluate(samples: GeneratedSamples | str | os.PathLike,
              realise: bool = False, max_reference: int | None = None, max_attempts: int = 10,
              seed: int = 0, realise_timeout: float = 60.0,
              smact_timeout: float | None = SMACT_TIMEOUT,
-             stability: RelaxationSettings | None = None) -> dict[str, Any]:
+             stability: RelaxationSettings | None = None,
+             relaxation_cache: str | os.PathLike | None = None) -> dict[str, Any]:
     """Compute every metric family, write ``metrics.json``, ``report.md`` and the PNGs, return the metrics.
 
     ``samples``: a samples folder / ``.jsonl`` (see ``load_samples``) or ``GeneratedSamples``.
@@ -90,7 +91,8 @@ def evaluate(samples: GeneratedSamples | str | os.PathLike,
     ``structure_metrics=False`` keeps only the Wyckoff-level metrics (no CIF is read or matched).
     SMACT gets ``smact_timeout`` seconds per formula. Structure work runs on ``num_workers`` processes.
     ``stability`` (a relaxation protocol; needs chgnet) adds CHGNet relaxation, energy above hull, S.U.N.
-    and S.S.U.N. of the Wyckoff-valid samples (``stability.stability_metrics``; files under ``stability/``).
+    and S.S.U.N. of the Wyckoff-valid samples (``stability.stability_metrics``; files under ``stability/``);
+    ``relaxation_cache`` keeps each finished relaxation in that folder, so that a rerun resumes.
     """
     if stability is not None:
         require_chgnet()
@@ -128,7 +130,8 @@ def evaluate(samples: GeneratedSamples | str | os.PathLike,
     lap("symmetry_and_distributions")
     if stability is not None:
         metrics["stability"] = stability_metrics(samples.representations, ref.known_cifs, ref.known_formulas,
-                                                 out / STABILITY_DIR, stability, num_workers)
+                                                 out / STABILITY_DIR, stability, num_workers,
+                                                 relaxation_cache=relaxation_cache)
         lap("stability")
     metrics["reference"] = {"num_train": len(ref.train), "num_validation": len(ref.validation),
                            "num_test": len(ref.test), "skipped_rows": ref.skipped}

@@ -120,13 +120,15 @@ def plot_e_above_hull(values: Sequence[float], path: Path, threshold: float = ME
 def stability_metrics(representations: Sequence[WyckoffRepresentation | None],
                       known_structures: Sequence[Structure | str], known_formulas: Sequence[str] | None = None,
                       out_dir: str | Path | None = None, settings: RelaxationSettings | None = None,
-                      num_workers: int | None = 1, hull: ConvexHullReference | None = None) -> dict[str, object]:
+                      num_workers: int | None = 1, hull: ConvexHullReference | None = None,
+                      relaxation_cache: str | Path | None = None) -> dict[str, object]:
     """Relax the valid samples, place them on the hull and compute stability, S.U.N. and S.S.U.N.
 
     ``representations`` are index-aligned with the samples (``None`` for an invalid one, skipped);
     ``known_structures`` (Structures or CIFs; train and validation, with ``known_formulas`` to avoid parsing
     them all) decide novelty. With ``out_dir``, relaxed CIFs, ``relaxations.csv``, ``failures.csv`` and the
     histogram are written there. Fractions are over the samples that got an energy above hull.
+    ``relaxation_cache`` is a folder that keeps every finished relaxation, so that a rerun resumes.
     Without chgnet the result is ``{"skipped": SKIP_MESSAGE}``.
     """
     if not chgnet_available():
@@ -137,7 +139,7 @@ def stability_metrics(representations: Sequence[WyckoffRepresentation | None],
                           else (hull, hull.chgnet_e_above_hull))
     indices = [i for i, rep in enumerate(representations) if rep is not None]
     results = relax_samples([representations[i] for i in indices], settings, indices, num_workers,
-                            e_above_hull if settings.refine_below is not None else None)
+                            e_above_hull if settings.refine_below is not None else None, relaxation_cache)
     failures = [r for r in results if isinstance(r, RelaxationFailure)]
     placed, hull_failures = place_on_hull([r for r in results if isinstance(r, Relaxed)], hull)
     failures += hull_failures

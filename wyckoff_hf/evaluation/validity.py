@@ -60,8 +60,8 @@ def composition_validity(composition: Composition | str, timeout: float | None =
                                                         oxidation_states_set=SMACT_OXIDATION_STATES))
         except TimeLimitExceeded:
             _smact_cache[key] = None
-        except KeyError:  # SMACT has no data (no oxidation states) for an element such as Lv: never balanced
-            _smact_cache[key] = False
+        except (KeyError, NameError):  # SMACT has no data for an element such as Lv or Db (SMACT 4 raises a
+            _smact_cache[key] = False   # KeyError, SMACT 3 a NameError): it has no oxidation state, never balanced
     return _smact_cache[key]
 
 

@@ -537,6 +537,9 @@ class WyckoffEmbeddings(nn.Module):
     generator, the crystal's condition embedding, the same in every token, like the space group).
 
     Multiplicity enters as log(1 + m): it spans 1..192, and the log keeps a linear layer well scaled.
+    With ``config.site_count_embedding`` the token being predicted (a MASK in any field) also gets the embedding
+    of its index, which is the number of sites before it: the model's inputs are always a crystal's first sites in
+    order, followed by that token (and, in training, later tokens that the attention mask hides).
     """
 
     def __init__(self, config: WyckoffTransformerConfig) -> None:
@@ -547,6 +550,9 @@ class WyckoffEmbeddings(nn.Module):
         self.enumeration = nn.Embedding(config.enumeration_vocab_size, config.enumeration_embedding_size)
         self.derived = nn.Linear(2, config.derived_feature_size)
         self.condition = ConditionEmbedding(config) if config.condition_names else None
+        self.site_count = (nn.Embedding(config.max_sites + 1, config.hidden_size) if config.site_count_embedding
+                           else None)
+        self.mask_token_id, self.max_sites = config.mask_token_id, config.max_sites
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, space_group_ids: torch.Tensor, element_ids: torch.Tensor, site_symmetry_ids: torch.Tensor,
@@ -562,7 +568,13 @@ class WyckoffEmbeddings(nn.Module):
             fields.append(self.condition(conditions)[:, None, :].expand(*element_ids.shape, -1))
         elif conditions is not None:
             raise ValueError("conditions given to a model without config.condition_names (not a conditional model)")
-        return self.dropout(torch.cat(fields, dim=-1))
+        tokens = torch.cat(fields, dim=-1)
+        if self.site_count is not None:
+            predicted = ((element_ids == self.mask_token_id) | (site_symmetry_ids == self.mask_token_id)
+                         | (enumeration_ids == self.mask_token_id))
+            count = torch.arange(element_ids.shape[1], device=element_ids.device).clamp(max=self.max_sites)
+            tokens = tokens + predicted[..., None] * self.site_count(count)
+        return self.dropout(tokens)
 
 
 def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

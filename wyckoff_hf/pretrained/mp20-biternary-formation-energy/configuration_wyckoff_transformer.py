@@ -63,6 +63,11 @@ class WyckoffTransformerConfig(PreTrainedConfig):
         hidden_dropout_prob, attention_dropout: dropout on the residual branches / attention weights.
         layer_norm_eps, initializer_range: LayerNorm epsilon, std of the normal initialisation.
         max_sites: most sites per crystal; STOP is forced after that many, in the loss and in ``generate``.
+        site_count_embedding: add a learned embedding of the number of sites before it to the token being predicted
+            (the one with a MASK field), and to no other token. Without positional encoding the encoder sees the
+            prefix as a set, and attention, which averages, cannot count a set: the STOP decision, which depends on
+            how many sites there are, then comes out miscalibrated. The WyckoffTransformer authors give the
+            masked token its position the same way; the prefix stays an unordered set.
         element_vocabulary: the element tokens, so that ``generate`` can take element symbols.
         num_wyckoff_positions: rows of the Wyckoff position table (the shape of ``tables.wyckoff_positions``).
         wyckoff_positions: construction input, not saved: every Wyckoff position as ``[space_group_id,
@@ -104,6 +109,7 @@ class WyckoffTransformerConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
     max_sites: int = 20
+    site_count_embedding: bool = False
     element_vocabulary: list[str] | None = None
     num_wyckoff_positions: int | None = None
     wyckoff_positions: list[list[int]] | None = None
