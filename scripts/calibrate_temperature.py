@@ -1,7 +1,8 @@
-"""Recalibrate the default sampling temperature of a checkpoint on a validation split.
+"""Recalibrate the default sampling temperature and STOP shifts of a checkpoint on a validation split.
 
     python scripts/calibrate_temperature.py CHECKPOINT_DIR --dataset DIR_OR_HUB_ID \
-        [--temperatures 0.4,0.5,...] [--rows 2000] [--samples-per-row 16] [--summary training_summary.json]
+        [--temperatures 0.4,0.5,...] [--rows 2000] [--samples-per-row 16] [--stop-rounds 6] \
+        [--summary training_summary.json]
 
 The same procedure ``scripts/train.py`` runs after training (``wyckoff_hf.generation.calibration``); it rewrites
 the checkpoint's ``generation_config.json`` and, with ``--summary``, the ``calibration`` and
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from wyckoff_hf.data import load_wyckoff_dataset
-from wyckoff_hf.generation.calibration import SAMPLES_PER_ROW, calibrate_checkpoint
+from wyckoff_hf.generation.calibration import SAMPLES_PER_ROW, STOP_BIAS_ROUNDS, calibrate_checkpoint
 from wyckoff_hf.modeling import WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import WyckoffTokenizer
 
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--temperatures", default="0.4,0.5,0.6,0.7,0.8,0.9,1.0,1.1,1.2")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--samples-per-row", type=int, default=SAMPLES_PER_ROW)
+    parser.add_argument("--stop-rounds", type=int, default=STOP_BIAS_ROUNDS,
+                        help="rounds fitting the STOP-logit shifts at the chosen temperature (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--summary", type=Path, default=None)
     args = parser.parse_args()
@@ -38,13 +41,17 @@ def main() -> None:
     split = load_wyckoff_dataset(args.dataset)[args.split]
     temperatures = [float(t) for t in args.temperatures.split(",")]
     calibration = calibrate_checkpoint(model, tokenizer, split, temperatures, args.rows, args.samples_per_row,
-                                       args.seed)
+                                       args.seed, args.stop_rounds)
     model.save_pretrained(args.checkpoint)
     print("| temperature | W1 #sites | W1 #elements | sum |\n|---|---|---|---|")
     for point in calibration["scan"]:
         print(f"| {point['temperature']} | {point['sites_distance']:.4f} | {point['elements_distance']:.4f} "
               f"| {point['distance']:.4f} |")
     print(f"sampling_temperature = {model.generation_config.temperature}")
+    if "stop" in calibration:
+        print("W1 #sites per round of STOP shifts: " + ", ".join(f"{entry['sites_distance']:.4f}"
+                                                             for entry in calibration["stop"]["rounds"]))
+        print(f"stop_logit_bias = {model.generation_config.stop_logit_bias}")
     if args.summary:
         summary = json.loads(args.summary.read_text())
         calibration["command"] = "python " + " ".join(sys.argv)

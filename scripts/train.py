@@ -55,7 +55,7 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from wyckoff_hf.cards import write_model_card
 from wyckoff_hf.cards.model_card import CONFIG_NOT_SHOWN
 from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
-from wyckoff_hf.generation.calibration import SAMPLES_PER_ROW, calibrate_checkpoint
+from wyckoff_hf.generation.calibration import SAMPLES_PER_ROW, STOP_BIAS_ROUNDS, calibrate_checkpoint
 from wyckoff_hf.modeling import (
     WyckoffTransformerConfig,
     WyckoffTransformerForCrystalGeneration,
@@ -166,6 +166,9 @@ class TrainArguments:
     calibration_rows: int = field(default=2000, metadata={"help": "validation crystals used for calibration"})
     calibration_samples_per_row: int = field(default=SAMPLES_PER_ROW, metadata={
         "help": "crystals sampled per validation crystal (in its space group) for each temperature"})
+    calibration_stop_rounds: int = field(default=STOP_BIAS_ROUNDS, metadata={
+        "help": "generation task: rounds fitting the STOP-logit shifts that make the sampled number of sites follow "
+                "the validation split, at the calibrated temperature (0 skips them)"})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per process"})
     push_to_hub: bool = field(default=False, metadata={"help": "upload the final model and its card at the end"})
     hub_model_id: str | None = field(default=None, metadata={"help": "ORG/NAME of the Hub model repo"})
@@ -368,13 +371,15 @@ class GenerationTask:
 
     def finish(self, output_dir: Path, args: TrainArguments, train_split: Dataset,
                validation_split: Dataset) -> tuple[WyckoffTransformerForCrystalGeneration, dict[str, Any]]:
-        """Calibrate the best model's sampling temperature (unconditional samples for a conditional model)."""
+        """Calibrate the best model's sampling temperature and STOP shifts (unconditional samples for a conditional
+        model)."""
         model = WyckoffTransformerForCrystalGeneration.from_pretrained(output_dir).eval()
         temperatures = [float(t) for t in args.calibration_temperatures.split(",") if t.strip()]
         calibration = None
         if temperatures:
             calibration = calibrate_checkpoint(model, self.tokenizer, validation_split, temperatures,
-                                               args.calibration_rows, args.calibration_samples_per_row, args.seed)
+                                               args.calibration_rows, args.calibration_samples_per_row, args.seed,
+                                               args.calibration_stop_rounds)
             model.save_pretrained(output_dir)
         return model, {"sampling_temperature": model.generation_config.temperature, "calibration": calibration}
 

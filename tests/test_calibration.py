@@ -1,8 +1,15 @@
-"""Temperature calibration picks the temperature whose samples match the validation statistics best."""
+"""Calibration: the temperature whose samples match the validation statistics best, then the STOP shifts."""
 
 import pytest
+import torch
 
-from wyckoff_hf.generation.calibration import calibrate_temperature, distribution_distance
+from wyckoff_hf.generation.calibration import (
+    calibrate_stop_bias,
+    calibrate_temperature,
+    distribution_distance,
+    stop_hazards,
+)
+from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import WyckoffRepresentation
 
 ONE_SITE = WyckoffRepresentation.from_sites(225, [("Na", "a")])
@@ -41,3 +48,53 @@ def test_ties_go_to_the_temperature_closest_to_one():
     assert best == 1.0
     with pytest.raises(ValueError, match="at least one validation crystal"):
         calibrate_temperature(TemperatureStub(), None, [], [1.0])
+
+
+# ------------------------------------------------------------------------------------------ STOP shifts
+
+TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_symmetry_embedding_size": 8,
+        "enumeration_embedding_size": 4, "derived_feature_size": 4, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "intermediate_size": 32, "hidden_dropout_prob": 0.0, "max_sites": 8}
+
+
+@pytest.fixture(scope="module")
+def untrained(tokenizer):
+    torch.manual_seed(0)
+    return WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY)).eval()
+
+
+def test_stop_hazards_count_the_crystals_that_reach_each_position():
+    hazards, reached = stop_hazards([2, 2, 3, 5], positions=6, prior_weight=0.0)
+    assert reached.tolist() == [4, 4, 4, 2, 1, 1]
+    assert hazards[2:].tolist() == [0.5, 0.5, 0.0, 1.0]
+    smoothed, _ = stop_hazards([2, 2, 3, 5], positions=6, prior_weight=1.0)
+    assert smoothed[2] == pytest.approx(2.5 / 5) and smoothed[4] == pytest.approx(0.5 / 2)
+
+
+def test_stop_logit_bias_decides_where_samples_stop(untrained, tokenizer):
+    """A large shift at position 2 stops every sample after two sites; a large negative one everywhere runs every
+    sample to max_sites. The shift comes from generation_config when not given, and bad values are refused."""
+    after_two = untrained.generate(num_samples=40, space_group=225, seed=0, tokenizer=tokenizer,
+                                   stop_logit_bias=[0.0, -40.0, 40.0, 0.0])
+    assert {len(c.sites) for c in after_two} == {2}
+    untrained.generation_config.stop_logit_bias = [-40.0]
+    try:
+        never = untrained.generate(num_samples=40, space_group=221, seed=0, tokenizer=tokenizer, max_sites=6)
+    finally:
+        untrained.generation_config.stop_logit_bias = None
+    assert {len(c.sites) for c in never} == {6}
+    for bad in ([], [0.0, float("nan")]):
+        with pytest.raises(ValueError, match="stop_logit_bias must be a non-empty list of finite numbers"):
+            untrained.generate(num_samples=2, seed=0, stop_logit_bias=bad)
+
+
+def test_stop_calibration_moves_the_sampled_number_of_sites_toward_validation(untrained, tokenizer):
+    validation = [TWO_SITES, THREE_SITES] * 30  # positions reached by 50 crystals or more get their own shift
+    bias, rounds = calibrate_stop_bias(untrained, tokenizer, validation, temperature=1.0, samples_per_row=8,
+                                       rounds=3)
+    assert [entry["round"] for entry in rounds] == [0, 1, 2, 3]
+    assert len(bias) == untrained.config.max_sites + 1 and bias[2] > 0  # the untrained model rarely stops at 2
+    best = min(entry["sites_distance"] for entry in rounds)
+    assert best < 0.5 * rounds[0]["sites_distance"]
+    shifted = untrained.generate(num_samples=160, space_group=225, seed=0, tokenizer=tokenizer, stop_logit_bias=bias)
+    assert distribution_distance(shifted, validation)[0] < rounds[0]["sites_distance"]

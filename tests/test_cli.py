@@ -286,3 +286,12 @@ def test_a_relaxation_cache_without_stability_is_refused_in_one_line(tmp_path, c
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines == ["wyckoff-hf evaluate: error: --relaxation-cache keeps CHGNet relaxations: it needs --stability"]
     assert not (tmp_path / "cache").exists()
+    from wyckoff_hf.evaluation.stability import chgnet_available
+
+    if not chgnet_available():  # --stability stops earlier without it, with its own message
+        return
+    (tmp_path / "a_file").write_text("not a folder")
+    argv[-1] = str(tmp_path / "a_file")
+    assert main([*argv, "--stability"]) == 2
+    message = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message == f"wyckoff-hf evaluate: error: relaxation cache {tmp_path / 'a_file'}: exists and is not a folder"

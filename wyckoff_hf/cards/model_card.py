@@ -58,7 +58,18 @@ def _calibration_section(calibration: dict[str, Any] | None) -> str:
             f"crystals{command}: {calibration['samples_per_row']} samples per validation crystal in that "
             "crystal's space group; the temperature minimising the sum of the Wasserstein distances of the numbers "
             "of Wyckoff sites and of elements to the validation set wins.\n\n"
-            "| temperature | W1 #sites | W1 #elements | sum |\n|---|---|---|---|\n" + rows)
+            "| temperature | W1 #sites | W1 #elements | sum |\n|---|---|---|---|\n" + rows + _stop_section(calibration))
+
+
+def _stop_section(calibration: dict[str, Any]) -> str:
+    stop = calibration.get("stop")
+    if not stop:
+        return ""
+    history = ", ".join(f"{entry['sites_distance']:.3f}" for entry in stop["rounds"])
+    return ("\n\nAt that temperature, STOP-logit shifts per number of sites placed (`stop_logit_bias` in "
+            f"`generation_config.json`) make the sampled number of sites follow the validation split: "
+            f"{stop['samples_per_row']} samples per validation crystal, W1 #sites per round {history} (round 0 "
+            f"without shifts; the best round is kept). Shifts: `{stop['stop_logit_bias']}`.")
 
 
 def _training_values(summary: dict[str, Any], model_id: str) -> dict[str, Any]:

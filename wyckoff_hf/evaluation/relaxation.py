@@ -277,6 +277,8 @@ class RelaxationCache:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise ValueError(f"relaxation cache {self.folder}: exists and is not a folder")
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def path(self, representation: WyckoffRepresentation, index: int, settings: RelaxationSettings) -> Path:

@@ -16,7 +16,7 @@ from ..generation.realisation import RealisationSettings
 from .distributions import wasserstein_distances
 from .novelty import novelty_metrics
 from .reference import ReferenceSet
-from .relaxation import RelaxationSettings
+from .relaxation import RelaxationCache, RelaxationSettings
 from .samples import GeneratedSamples, load_samples, realise_missing
 from .stability import HISTOGRAM_PNG, STABILITY_DIR, require_chgnet, stability_metrics, stability_notes
 from .statistics import plot_distributions
@@ -96,6 +96,8 @@ def evaluate(samples: GeneratedSamples | str | os.PathLike,
     """
     if stability is not None:
         require_chgnet()
+    if relaxation_cache is not None:
+        RelaxationCache(relaxation_cache)  # a bad folder fails now, not after the other metrics
     if max_reference is not None and max_reference < 1:
         raise ValueError(f"max_reference must be at least 1, got {max_reference}")
     out = Path(out_dir)

@@ -183,7 +183,8 @@ def stability_notes(metrics: dict[str, object]) -> list[str]:
         f"- Stability: {metrics['num_with_energy']} of {metrics['num_samples']} Wyckoff-valid samples got an "
         f"energy ({metrics['num_failed']} failures, reasons in {STABILITY_DIR}/{FAILURES_FILE}); "
         f"{settings['num_trials']} pyxtal trial(s) each relaxed with CHGNet "
-        f"({'symmetry fixed, ' if settings['fix_symmetry'] else ''}fmax {settings['fmax']} eV/Å, "
+        f"({'primitive cell, ' if settings.get('primitive_cell') else ''}"
+        f"{'symmetry fixed, ' if settings['fix_symmetry'] else ''}fmax {settings['fmax']} eV/Å, "
         f"≤ {settings['max_steps']} steps), lowest energy kept"
         + (f" (screening: every trial to fmax {settings['screen_fmax']} eV/Å first, only the lowest refined)."
            if settings["screen_fmax"] else "."),

@@ -20,7 +20,8 @@ from .jobs import DEFAULT_MODEL
 TASK = "crystal-generation"
 TASK_DEFAULTS = {"model": (str(DEFAULT_MODEL), None)}  # pipeline(TASK) without a model: the shipped checkpoint
 GENERATE_KEYWORDS = ("space_group", "temperature", "seed", "allowed_elements", "required_elements", "max_sites",
-                     "prompt", "composition", "max_atoms", "condition", "guidance_scale", "num_elements_range")
+                     "prompt", "composition", "max_atoms", "condition", "guidance_scale", "num_elements_range",
+                     "stop_logit_bias")
 
 
 class WyckoffPipeline(Pipeline):

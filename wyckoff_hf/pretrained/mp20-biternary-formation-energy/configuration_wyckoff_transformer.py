@@ -65,9 +65,11 @@ class WyckoffTransformerConfig(PreTrainedConfig):
         max_sites: most sites per crystal; STOP is forced after that many, in the loss and in ``generate``.
         site_count_embedding: add a learned embedding of the number of sites before it to the token being predicted
             (the one with a MASK field), and to no other token. Without positional encoding the encoder sees the
-            prefix as a set, and attention, which averages, cannot count a set: the STOP decision, which depends on
-            how many sites there are, then comes out miscalibrated. The WyckoffTransformer authors give the
-            masked token its position the same way; the prefix stays an unordered set.
+            prefix as a set, and attention, which averages, cannot count a set: a prefix of one site repeated looks
+            the same at any length, so a sampled crystal that starts repeating a site never stops (1.55 % of the
+            samples of a model without it ran to ``max_sites``, 0.10 % with it; 0.14 % of test crystals have 20
+            sites). The WyckoffTransformer authors give the masked token its position the same way; the prefix
+            stays an unordered set.
         element_vocabulary: the element tokens, so that ``generate`` can take element symbols.
         num_wyckoff_positions: rows of the Wyckoff position table (the shape of ``tables.wyckoff_positions``).
         wyckoff_positions: construction input, not saved: every Wyckoff position as ``[space_group_id,
