@@ -880,7 +880,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                  batch_size: int | None = None, tokenizer: Any = None, prompt: Any = None,
                  composition: Mapping[str | int, int] | None = None, max_atoms: int | None = None,
                  condition: Mapping[str, float | Sequence[float]] | None = None, guidance_scale: float = 1.0,
-                 num_elements_range: Sequence[int] | None = None) -> GeneratedCrystals | list[Any]:
+                 num_elements_range: Sequence[int] | None = None,
+                 stop_logit_bias: Sequence[float] | None = None) -> GeneratedCrystals | list[Any]:
         """Sample ``num_samples`` crystals, valid by construction, sites in canonical order.
 
         Args:
@@ -927,6 +928,10 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                 ``generation_config.num_elements_range`` (the training split's range, written by training: a model
                 of binary and ternary crystals then never writes a unary or a quaternary one), or none. Not used
                 with ``composition``, which fixes the elements.
+            stop_logit_bias: added to the (tempered) STOP logit of the token after ``k`` sites, entry ``k``; the
+                last entry also serves every later position. Default ``generation_config.stop_logit_bias``, fitted
+                on the validation split so that the sampled number of sites follows it
+                (``wyckoff_hf.generation.calibration.calibrate_stop_bias``), or none.
 
         Integers may be Python, numpy or 0-d torch integers. Returns ``GeneratedCrystals`` (with
         ``sequences_scores`` and ``acceptance_rate``), or the decoded representations with ``tokenizer``.
@@ -975,6 +980,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         guidance = None if conditions is None else Guidance(conditions, guidance_scale)
         element_counts = self._element_count_limits(num_elements_range, composition is not None, element_allowed,
                                                     required, max_sites)
+        stop_bias = self._stop_bias(getattr(settings, "stop_logit_bias", None) if stop_logit_bias is None
+                                    else stop_logit_bias, max_sites)
 
         def sample(slots: torch.Tensor) -> dict[str, torch.Tensor]:
             groups = (torch.multinomial(prior, len(slots), replacement=True, generator=generator)
@@ -985,7 +992,7 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             if element_counts is not None:
                 constraints.append(ElementCountSites(*element_counts, len(slots), max_sites, self.config))
             return self._sample_batch(groups, element_allowed, max_sites, temperature, generator, constraints,
-                                      None if guidance is None else guidance.take(slots))
+                                      None if guidance is None else guidance.take(slots), stop_bias)
 
         was_training = self.training
         self.eval()
@@ -1230,10 +1237,22 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                 raise ValueError(f"space_group {number} is not a space group of this model's tables (1-230)")
         return torch.tensor(numbers, dtype=torch.long, device=self.device) + self.config.mask_token_id
 
+    def _stop_bias(self, stop_logit_bias: Sequence[float] | None, max_sites: int) -> torch.Tensor | None:
+        """``stop_logit_bias`` as one value per token position (the last entry repeated), checked."""
+        if stop_logit_bias is None:
+            return None
+        values = [float(value) for value in stop_logit_bias]
+        if not values or not all(math.isfinite(value) for value in values):
+            raise ValueError(f"stop_logit_bias must be a non-empty list of finite numbers, got {stop_logit_bias!r}")
+        values = (values + values[-1:] * (max_sites + 1))[: max_sites + 1]
+        return torch.tensor(values, device=self.device)
+
     def _sample_field(self, field: str, state: dict[str, torch.Tensor], position: int, allowed: torch.Tensor,
                       temperature: float, generator: torch.Generator | None,
-                      guidance: Guidance | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample ``field`` of token ``position`` for every row under the mask ``allowed``; also its log-probability.
+                      guidance: Guidance | None = None,
+                      logit_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``field`` of token ``position`` for every row under the mask ``allowed``; also its log-probability
+        (of the distribution sampled: tempered, and shifted by ``logit_bias`` over the field's vocabulary).
 
         Rows with a single allowed value take it (log-probability 0) without an encoder pass: the masked softmax
         is one-hot there, so this is exact, and it skips most enumeration passes (most site symmetries occur
@@ -1254,6 +1273,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
 
             logits = logits_of(None) if guidance is None else guidance.logits(logits_of, open_rows)
             logits = logits / temperature
+            if logit_bias is not None:
+                logits = logits + logit_bias
             log_probs = logits.masked_fill(~allowed[open_rows], -torch.inf).log_softmax(-1)
             picked = torch.multinomial(log_probs.exp(), 1, generator=generator)
             choice[open_rows] = picked.squeeze(1)
@@ -1263,12 +1284,14 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
     def _sample_batch(self, space_groups: torch.Tensor, element_allowed: torch.Tensor, max_sites: int,
                       temperature: float, generator: torch.Generator | None,
                       constraints: Sequence[PromptedSites | CompositionSites] = (),
-                      guidance: Guidance | None = None) -> dict[str, torch.Tensor]:
+                      guidance: Guidance | None = None,
+                      stop_bias: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One batch of samples, token by token and field by field; finished rows leave the batch.
 
         ``constraints`` narrow the masks further (prompts, compositions): each restricts the element and position
         masks of the rows still sampling (``rows``, indices into the batch) and records the sites placed.
-        ``guidance`` holds the batch's conditions (one row per sample)."""
+        ``guidance`` holds the batch's conditions (one row per sample); ``stop_bias[k]`` shifts the STOP logit
+        after ``k`` sites."""
         config, tables, device = self.config, self.tables, space_groups.device
         count, width = len(space_groups), max_sites + 1
         state = {key: torch.zeros(count, width, dtype=torch.long, device=device) for key in FIELD_INPUTS}
@@ -1293,7 +1316,12 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             for constraint in constraints:
                 allowed = constraint.restrict_elements(allowed, rows, position)
             guide = None if guidance is None else guidance.take(rows)
-            element, log_prob = self._sample_field("element", state, position, allowed, temperature, generator, guide)
+            element_bias = None
+            if stop_bias is not None:
+                element_bias = torch.zeros(config.element_vocab_size, device=device)
+                element_bias[config.stop_token_id] = stop_bias[position]
+            element, log_prob = self._sample_field("element", state, position, allowed, temperature, generator, guide,
+                                                   element_bias)
             scores += log_prob
             stop = element == config.stop_token_id
             if stop.any():
