@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--summary", type=Path, default=None)
     args = parser.parse_args()
+    if args.stop_rounds < 0:
+        parser.error(f"--stop-rounds must be 0 (no STOP shifts) or more, got {args.stop_rounds}")
 
     model = WyckoffTransformerForCrystalGeneration.from_pretrained(args.checkpoint).eval()
     tokenizer = WyckoffTokenizer.from_pretrained(args.checkpoint)

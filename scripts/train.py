@@ -186,6 +186,7 @@ def check_arguments(parser: HfArgumentParser, data_args: DataArguments, task_arg
                 "--checkpoint-every-epochs": (args.checkpoint_every_epochs, 1),
                 "--save-total-limit": (args.save_total_limit, 1),
                 "--dataloader-num-workers": (args.dataloader_num_workers, 0),
+                "--calibration-stop-rounds": (args.calibration_stop_rounds, 0),
                 "--max-train-rows": (data_args.max_train_rows, 1),
                 "--max-validation-rows": (data_args.max_validation_rows, 1)}
     for option, (value, minimum) in at_least.items():

@@ -98,3 +98,10 @@ def test_stop_calibration_moves_the_sampled_number_of_sites_toward_validation(un
     assert best < 0.5 * rounds[0]["sites_distance"]
     shifted = untrained.generate(num_samples=160, space_group=225, seed=0, tokenizer=tokenizer, stop_logit_bias=bias)
     assert distribution_distance(shifted, validation)[0] < rounds[0]["sites_distance"]
+
+
+def test_a_negative_number_of_stop_rounds_is_refused(untrained, tokenizer):
+    from wyckoff_hf.generation.calibration import calibrate_checkpoint
+
+    with pytest.raises(ValueError, match=r"stop_rounds must be 0 \(no STOP shifts\) or more, got -1"):
+        calibrate_checkpoint(untrained, tokenizer, None, [1.0], rows=1, stop_rounds=-1)

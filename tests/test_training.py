@@ -196,6 +196,7 @@ def test_kill_9_of_the_launcher_leaves_no_orphan_and_resume_loses_no_epoch(prepa
     (["--num-train-epochs", "0"], "--num-train-epochs must be at least 1, got 0"),
     (["--per-device-train-batch-size", "-4"], "--per-device-train-batch-size must be at least 1, got -4"),
     (["--save-total-limit", "0"], "--save-total-limit must be at least 1, got 0"),
+    (["--calibration-stop-rounds", "-1"], "--calibration-stop-rounds must be at least 0, got -1"),
     (["--push-to-hub"], "--push-to-hub needs --hub-model-id ORG/NAME"),
     (["--task", "property"], "--task property needs --target COLUMN[,COLUMN...]"),
     (["--classification-threshold", "0.0"], "--classification-threshold is for --task property"),

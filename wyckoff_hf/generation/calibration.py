@@ -79,6 +79,8 @@ def calibrate_checkpoint(model, tokenizer: WyckoffTokenizer, validation_split, t
     returns the settings and the scans, JSON-safe (saving is the caller's)."""
     from ..data import representation_from_row
 
+    if stop_rounds < 0:
+        raise ValueError(f"stop_rounds must be 0 (no STOP shifts) or more, got {stop_rounds}")
     subset = validation_split.select(range(min(rows, len(validation_split))))
     validation = [representation_from_row(row) for row in subset]
     model.generation_config.stop_logit_bias = None  # the temperature is chosen without shifts
