@@ -132,6 +132,8 @@ def calibrate_stop_bias(model, tokenizer: WyckoffTokenizer, validation: Sequence
                                    seed=seed, tokenizer=tokenizer, stop_logit_bias=bias.tolist())
         history.append({"round": round_, "sites_distance": distribution_distance(generated, validation)[0]})
         tried.append([round(float(value), 4) for value in bias])
+        if round_ == rounds:
+            break
         sampled, _ = stop_hazards([len(rep.sites) for rep in generated], positions, samples_per_row)
         step = np.log(target / (1 - target)) - np.log(sampled / (1 - sampled))
         bias[:fitted] = np.clip(bias[:fitted] + step[:fitted], -STOP_BIAS_LIMIT, STOP_BIAS_LIMIT)

@@ -1238,14 +1238,17 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         return torch.tensor(numbers, dtype=torch.long, device=self.device) + self.config.mask_token_id
 
     def _stop_bias(self, stop_logit_bias: Sequence[float] | None, max_sites: int) -> torch.Tensor | None:
-        """``stop_logit_bias`` as one value per token position (the last entry repeated), checked."""
+        """``stop_logit_bias``, checked, as the element-logit shift of each token position (row ``k``: the STOP
+        column holds entry ``k``, the last entry repeated, every other column 0), built once per ``generate``."""
         if stop_logit_bias is None:
             return None
         values = [float(value) for value in stop_logit_bias]
         if not values or not all(math.isfinite(value) for value in values):
             raise ValueError(f"stop_logit_bias must be a non-empty list of finite numbers, got {stop_logit_bias!r}")
         values = (values + values[-1:] * (max_sites + 1))[: max_sites + 1]
-        return torch.tensor(values, device=self.device)
+        shifts = torch.zeros(max_sites + 1, self.config.element_vocab_size, device=self.device)
+        shifts[:, self.config.stop_token_id] = torch.tensor(values, device=self.device)
+        return shifts
 
     def _sample_field(self, field: str, state: dict[str, torch.Tensor], position: int, allowed: torch.Tensor,
                       temperature: float, generator: torch.Generator | None,
@@ -1290,8 +1293,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
 
         ``constraints`` narrow the masks further (prompts, compositions): each restricts the element and position
         masks of the rows still sampling (``rows``, indices into the batch) and records the sites placed.
-        ``guidance`` holds the batch's conditions (one row per sample); ``stop_bias[k]`` shifts the STOP logit
-        after ``k`` sites."""
+        ``guidance`` holds the batch's conditions (one row per sample); ``stop_bias[k]`` shifts the element logits
+        (the STOP one) after ``k`` sites."""
         config, tables, device = self.config, self.tables, space_groups.device
         count, width = len(space_groups), max_sites + 1
         state = {key: torch.zeros(count, width, dtype=torch.long, device=device) for key in FIELD_INPUTS}
@@ -1316,12 +1319,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             for constraint in constraints:
                 allowed = constraint.restrict_elements(allowed, rows, position)
             guide = None if guidance is None else guidance.take(rows)
-            element_bias = None
-            if stop_bias is not None:
-                element_bias = torch.zeros(config.element_vocab_size, device=device)
-                element_bias[config.stop_token_id] = stop_bias[position]
             element, log_prob = self._sample_field("element", state, position, allowed, temperature, generator, guide,
-                                                   element_bias)
+                                                   None if stop_bias is None else stop_bias[position])
             scores += log_prob
             stop = element == config.stop_token_id
             if stop.any():
