@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if min(args.num_structures, args.repeats, args.threads, *args.batch_sizes) < 1:
+        parser.error("--num-structures, --batch-sizes, --repeats and --threads must be at least 1")
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore")
     from chgnet.model.dynamics import CHGNetCalculator
