@@ -21,6 +21,7 @@ from wyckoff_hf.modeling import (
 )
 from wyckoff_hf.registration import register_auto_classes
 from wyckoff_hf.tokenization import STOP_ID, WyckoffRepresentation, WyckoffTokenizer
+from wyckoff_hf.tokenization.element_descriptors import DESCRIPTOR_NAMES
 from wyckoff_hf.tokenization.representation import electronegativity_key
 from wyckoff_hf.tokenization.wyckoff_tables import space_group_table
 
@@ -132,6 +133,72 @@ def test_site_count_embedding_keeps_the_prefix_a_set(tokenizer, reps):
         value[0, [0, 1]] = batch[key][0, [1, 0]]
     states = [model.model(**inputs).last_hidden_state[0, stop] for inputs in (batch, swapped)]
     assert torch.allclose(*states, atol=1e-5)
+
+
+def test_element_descriptor_table_holds_known_chemistry(tokenizer):
+    """Rows follow the element vocabulary: O is a p-block non-metal with oxidation state -2, Fe a d-block metal
+    with +2 and +3, the special tokens are zeros, and the continuous columns are standardised."""
+    table = np.array(tokenizer.model_config_kwargs(element_descriptors=True)["element_descriptor_table"])
+    column = {name: i for i, name in enumerate(DESCRIPTOR_NAMES)}
+    oxygen, iron = table[tokenizer.token_id("element", "O")], table[tokenizer.token_id("element", "Fe")]
+    assert oxygen[column["block_p"]] == 1 and oxygen[column["is_metal"]] == 0
+    assert oxygen[column["oxidation_state_-2"]] == 1 and oxygen[column["oxidation_state_+2"]] == 0
+    assert iron[column["block_d"]] == 1 and iron[column["is_metal"]] == 1
+    assert iron[column["oxidation_state_+2"]] == iron[column["oxidation_state_+3"]] == 1
+    assert oxygen[column["electronegativity"]] > iron[column["electronegativity"]]
+    assert not table[:STOP_ID + 2].any()  # PAD, STOP, MASK
+    assert np.allclose(table[3:, :4].mean(0), 0, atol=1e-9)
+
+
+def test_element_descriptors_enter_the_element_embedding_and_save_with_the_weights(tokenizer, reps, tmp_path):
+    """With ``element_descriptors`` the element vector is the learned one plus the projected descriptors; the table
+    is a buffer saved with the weights (not in config.json), and the loaded model predicts the same."""
+    torch.manual_seed(0)
+    config = WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY, element_descriptors=True)
+    model = WyckoffTransformerForCrystalGeneration(config).eval()
+    embeddings = model.model.embeddings
+    ids = torch.tensor([tokenizer.token_id("element", "O"), tokenizer.token_id("element", "S")])
+    table = torch.tensor(config.element_descriptor_table)
+    expected = embeddings.element(ids) + table[ids] @ embeddings.element_descriptor_projection.weight.T
+    assert torch.allclose(embeddings.element_embedding(ids), expected, atol=1e-6)
+    model.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["element_descriptor_size"] == len(DESCRIPTOR_NAMES) and "element_descriptor_table" not in saved
+    loaded = WyckoffTransformerForCrystalGeneration.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.model.embeddings.element_descriptor_table, table)
+    batch = batch_of(tokenizer, reps[:4])
+    assert torch.equal(loaded(**batch).element_logits, model(**batch).element_logits)
+    assert len(loaded.generate(num_samples=8, seed=0, tokenizer=tokenizer)) == 8
+
+
+def test_element_descriptors_need_the_table(tokenizer):
+    assert "element_descriptor_table" not in tokenizer.model_config_kwargs()  # pymatgen only when asked
+    with pytest.raises(StrictDataclassClassValidationError, match="element_descriptor_table"):
+        WyckoffTransformerConfig(**tokenizer.model_config_kwargs(), element_descriptors=True)
+
+
+def test_label_smoothing_changes_the_training_loss_only(tokenizer, reps):
+    """In training mode the loss mixes in the cross-entropy to the uniform distribution over allowed values (so it
+    stays finite beside masked logits); in evaluation mode the loss is the exact NLL, equal to a model without it."""
+    batch = batch_of(tokenizer, reps[:8])
+    losses = {}
+    for smoothing in (0.0, 0.2):
+        torch.manual_seed(0)
+        model = WyckoffTransformerForCrystalGeneration(
+            WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY, label_smoothing=smoothing))
+        losses[smoothing] = (model.train()(**batch), model.eval()(**batch))
+    (plain_train, plain_eval), (smooth_train, smooth_eval) = losses[0.0], losses[0.2]
+    assert torch.allclose(plain_train.loss, plain_eval.loss, atol=1e-5)
+    assert torch.allclose(smooth_eval.loss, plain_eval.loss, atol=1e-5)
+    assert torch.isfinite(smooth_train.loss) and not torch.allclose(smooth_train.loss, plain_train.loss, atol=1e-3)
+    # the mixed term by hand for the element field: allowed values are those above the masked minimum
+    logits = smooth_eval.element_logits[batch["attention_mask"].bool()].float()
+    allowed = logits > torch.finfo(smooth_eval.element_logits.dtype).min
+    log_probs = logits.log_softmax(-1)
+    uniform = -(log_probs.masked_fill(~allowed, 0).sum(-1) / allowed.sum(-1)).mean()
+    assert torch.allclose(smooth_train.element_loss, 0.8 * smooth_eval.element_loss + 0.2 * uniform, atol=1e-4)
+    with pytest.raises(StrictDataclassClassValidationError, match="label_smoothing"):
+        WyckoffTransformerConfig.from_tokenizer(tokenizer, label_smoothing=1.0)
 
 
 def test_impossible_positions_are_masked_in_the_loss(model, tokenizer):

@@ -100,7 +100,8 @@ def test_save_and_load(tmp_path, tokenizer):
     assert custom.name_or_path == ""
     saved = custom.save_pretrained(tmp_path)
     assert sorted(os.path.basename(path) for path in saved) == sorted(os.listdir(tmp_path)) == [
-        "data_files.py", "errors.py", "representation.py", "structure_libraries.py", "time_limit.py",
+        "data_files.py", "element_descriptors.py", "errors.py", "representation.py", "structure_libraries.py",
+        "time_limit.py",
         "tokenization_wyckoff.py",
         "tokenizer_config.json", "wyckoff_tables.json", "wyckoff_tables.py", "wyckoff_vocab.json"]
     config = json.loads((tmp_path / "tokenizer_config.json").read_text())

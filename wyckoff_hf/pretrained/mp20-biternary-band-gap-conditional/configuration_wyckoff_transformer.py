@@ -4,8 +4,9 @@ This file is copied next to the weights for ``trust_remote_code`` and must impor
 ``wyckoff_hf``. Build the config from a tokenizer with ``WyckoffTransformerConfig.from_tokenizer(WyckoffTokenizer(),
 ...)``: the crystallographic tables it hands over (every Wyckoff position of every group as id rows, the canonical
 order of the elements) are construction inputs only. The model keeps them as buffers in ``model.safetensors``
-(``tables.wyckoff_positions``, ``tables.element_rank``), so ``config.json`` stays small and readable; what a saved
-config keeps of them is ``num_wyckoff_positions``, the buffer's shape. Sampling defaults (temperature, the
+(``tables.wyckoff_positions``, ``tables.element_rank``, ``model.embeddings.element_descriptor_table``), so
+``config.json`` stays small and readable; what a saved config keeps of them is their shapes
+(``num_wyckoff_positions``, ``element_descriptor_size``). Sampling defaults (temperature, the
 space-group prior p(S)) are not hyper-parameters of the network and live in ``generation_config.json``
 (``model.generation_config``), the way transformers models keep them.
 
@@ -29,7 +30,7 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import PreTrainedConfig
 
-CONSTRUCTION_ONLY = ("wyckoff_positions", "element_canonical_order")
+CONSTRUCTION_ONLY = ("wyckoff_positions", "element_canonical_order", "element_descriptor_table")
 CONDITION_FIELDS = ("condition_names", "condition_mean", "condition_std", "condition_embedding_size",
                     "condition_dropout_prob")
 LABEL_FIELDS = ("label_mean", "label_std", "regression_loss")
@@ -70,6 +71,18 @@ class WyckoffTransformerConfig(PreTrainedConfig):
             samples of a model without it ran to ``max_sites``, 0.10 % with it; 0.14 % of test crystals have 20
             sites). The WyckoffTransformer authors give the masked token its position the same way; the prefix
             stays an unordered set.
+        element_descriptors: add a linear projection of each element's chemical descriptors (electronegativity,
+            period, group, radius, block, metal, common oxidation states; ``wyckoff_hf.tokenization.
+            element_descriptors``) to its learned embedding, so that what the model learns of one element carries
+            over to chemically similar ones, rare ones included.
+        element_descriptor_size: the number of descriptors per element (the width of
+            ``model.embeddings.element_descriptor_table``); set from ``element_descriptor_table`` when
+            ``element_descriptors`` is on.
+        element_descriptor_table: construction input, not saved: one row of descriptors per element id (zeros for
+            the special tokens), which ``from_tokenizer`` takes from the tokenizer when ``element_descriptors`` is on.
+        label_smoothing: training regularisation of the generator: each field's cross-entropy is mixed with this
+            weight with the mean cross-entropy over the values the masks allow (not over impossible ones). Applied
+            in training mode only: the evaluation loss and ``log_likelihood`` stay the true negative log-likelihood.
         element_vocabulary: the element tokens, so that ``generate`` can take element symbols.
         num_wyckoff_positions: rows of the Wyckoff position table (the shape of ``tables.wyckoff_positions``).
         wyckoff_positions: construction input, not saved: every Wyckoff position as ``[space_group_id,
@@ -112,6 +125,10 @@ class WyckoffTransformerConfig(PreTrainedConfig):
     initializer_range: float = 0.02
     max_sites: int = 20
     site_count_embedding: bool = False
+    element_descriptors: bool = False
+    element_descriptor_size: int | None = None
+    element_descriptor_table: list[list[float]] | None = None
+    label_smoothing: float | int = 0.0
     element_vocabulary: list[str] | None = None
     num_wyckoff_positions: int | None = None
     wyckoff_positions: list[list[int]] | None = None
@@ -131,6 +148,8 @@ class WyckoffTransformerConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs: Any) -> None:
         if self.wyckoff_positions is not None and self.num_wyckoff_positions is None:
             self.num_wyckoff_positions = len(self.wyckoff_positions)
+        if self.element_descriptors and self.element_descriptor_table and self.element_descriptor_size is None:
+            self.element_descriptor_size = len(self.element_descriptor_table[0])
         super().__post_init__(**kwargs)
 
     @property
@@ -158,6 +177,16 @@ class WyckoffTransformerConfig(PreTrainedConfig):
             if len(row) != 5 or not all(0 <= row[k] < limits[k] for k in range(3)):
                 raise ValueError(f"wyckoff_positions row {row} is not [space_group_id, site_symmetry_id, "
                                  f"enumeration_id, multiplicity, dof] within the vocabulary sizes {limits}")
+        if self.element_descriptors and not self.element_descriptor_size:
+            raise ValueError("element_descriptors needs the element_descriptor_table: build the config with "
+                             "WyckoffTransformerConfig.from_tokenizer(WyckoffTokenizer(), element_descriptors=True)")
+        table = self.element_descriptor_table
+        if self.element_descriptors and table is not None and (len(table) != self.element_vocab_size
+                                  or any(len(row) != self.element_descriptor_size for row in table)):
+            raise ValueError(f"element_descriptor_table must have element_vocab_size={self.element_vocab_size} rows "
+                             f"of element_descriptor_size={self.element_descriptor_size} values")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.regression_loss not in ("l1", "mse"):
             raise ValueError(f"regression_loss must be 'l1' or 'mse', got {self.regression_loss!r}")
         for name in ("label_mean", "label_std"):
@@ -182,11 +211,13 @@ class WyckoffTransformerConfig(PreTrainedConfig):
 
     def to_dict(self) -> dict[str, Any]:
         """As ``PreTrainedConfig.to_dict``, without the tables the model stores as buffers in its weights, and
-        without the condition fields of an unconditional model or the label fields of a model without a
-        ``problem_type`` (their defaults come back on loading): a config shows what applies to its model."""
+        without the condition fields of an unconditional model, the label fields of a model without a
+        ``problem_type`` or the descriptor width of a model without descriptors (their defaults come back on
+        loading): a config shows what applies to its model."""
         output = super().to_dict()
         unused = [*CONSTRUCTION_ONLY, *(() if self.condition_names else CONDITION_FIELDS),
-                  *(() if self.problem_type else LABEL_FIELDS)]
+                  *(() if self.problem_type else LABEL_FIELDS),
+                  *(() if self.element_descriptors else ("element_descriptor_size",))]
         for key in unused:
             output.pop(key, None)
         return output
@@ -201,7 +232,8 @@ class WyckoffTransformerConfig(PreTrainedConfig):
     def from_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> WyckoffTransformerConfig:
         """A config whose vocabularies and tables match ``tokenizer`` (anything with
         ``model_config_kwargs()``, i.e. a ``WyckoffTokenizer``); ``kwargs`` set the other fields."""
-        return cls(**{**tokenizer.model_config_kwargs(), **kwargs})
+        tables = tokenizer.model_config_kwargs(element_descriptors=bool(kwargs.get("element_descriptors")))
+        return cls(**{**tables, **kwargs})
 
 
 __all__ = ["WyckoffTransformerConfig"]

@@ -540,12 +540,21 @@ class WyckoffEmbeddings(nn.Module):
     With ``config.site_count_embedding`` the token being predicted (a MASK in any field) also gets the embedding
     of its index, which is the number of sites before it: the model's inputs are always a crystal's first sites in
     order, followed by that token (and, in training, later tokens that the attention mask hides).
+    With ``config.element_descriptors`` an element's embedding is its learned vector plus a linear projection of its
+    chemical descriptors (the persistent buffer ``element_descriptor_table``, filled from the config at
+    construction and saved with the weights).
     """
 
     def __init__(self, config: WyckoffTransformerConfig) -> None:
         super().__init__()
         self.space_group = nn.Embedding(config.space_group_vocab_size, config.space_group_embedding_size)
         self.element = nn.Embedding(config.element_vocab_size, config.element_embedding_size)
+        self.element_descriptor_projection = None
+        if config.element_descriptors:
+            self.register_buffer("element_descriptor_table",
+                                 torch.zeros(config.element_vocab_size, config.element_descriptor_size))
+            self.element_descriptor_projection = nn.Linear(config.element_descriptor_size,
+                                                           config.element_embedding_size, bias=False)
         self.site_symmetry = nn.Embedding(config.site_symmetry_vocab_size, config.site_symmetry_embedding_size)
         self.enumeration = nn.Embedding(config.enumeration_vocab_size, config.enumeration_embedding_size)
         self.derived = nn.Linear(2, config.derived_feature_size)
@@ -559,8 +568,9 @@ class WyckoffEmbeddings(nn.Module):
                 enumeration_ids: torch.Tensor, multiplicity: torch.Tensor, dof: torch.Tensor,
                 conditions: torch.Tensor | None = None) -> torch.Tensor:
         derived = torch.stack([torch.log1p(multiplicity.float()), dof.float()], dim=-1)
-        fields = [self.space_group(space_group_ids), self.element(element_ids), self.site_symmetry(site_symmetry_ids),
-                  self.enumeration(enumeration_ids), self.derived(derived.to(self.derived.weight.dtype))]
+        fields = [self.space_group(space_group_ids), self.element_embedding(element_ids),
+                  self.site_symmetry(site_symmetry_ids), self.enumeration(enumeration_ids),
+                  self.derived(derived.to(self.derived.weight.dtype))]
         if self.condition is not None:
             if conditions is None:  # unconditional: every condition unknown
                 conditions = torch.full((len(element_ids), len(self.condition.config.condition_names)), math.nan,
@@ -575,6 +585,14 @@ class WyckoffEmbeddings(nn.Module):
             count = torch.arange(element_ids.shape[1], device=element_ids.device).clamp(max=self.max_sites)
             tokens = tokens + predicted[..., None] * self.site_count(count)
         return self.dropout(tokens)
+
+    def element_embedding(self, element_ids: torch.Tensor) -> torch.Tensor:
+        """The learned element vectors, plus the projected descriptors with ``config.element_descriptors``."""
+        embedded = self.element(element_ids)
+        if self.element_descriptor_projection is None:
+            return embedded
+        descriptors = self.element_descriptor_table[element_ids].to(self.element_descriptor_projection.weight.dtype)
+        return embedded + self.element_descriptor_projection(descriptors)
 
 
 def eager_attention_forward(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -664,6 +682,14 @@ class WyckoffTransformerPreTrainedModel(PreTrainedModel):
                     init.copy_(getattr(module, name), value)
             for name, value in module.dense_tables().items():
                 init.copy_(getattr(module, name), value)
+        if isinstance(module, WyckoffEmbeddings) and module.element_descriptor_projection is not None:
+            table = module.element_descriptor_table
+            if not getattr(table, "_is_hf_initialized", False):
+                if self.config.element_descriptor_table is None:
+                    raise ValueError("no element descriptors: the weights hold no embeddings.element_descriptor_table "
+                                     "and the config no element_descriptor_table (build it with "
+                                     "WyckoffTransformerConfig.from_tokenizer)")
+                init.copy_(table, torch.tensor(self.config.element_descriptor_table, dtype=table.dtype))
 
 
 class WyckoffTransformerModel(WyckoffTransformerPreTrainedModel):
@@ -852,16 +878,17 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         enumeration_logits = self._predict("enumeration", self._hide(site_inputs, site_position, "enumeration"),
                                            site_position, steps.key_mask[site], steps.enumeration_allowed)
 
-        predictions = (("element", element_logits, slice(None)), ("site_symmetry", site_symmetry_logits, site),
-                       ("enumeration", enumeration_logits, site))
+        predictions = (("element", element_logits, slice(None), steps.element_allowed),
+                       ("site_symmetry", site_symmetry_logits, site, steps.site_symmetry_allowed),
+                       ("enumeration", enumeration_logits, site, steps.enumeration_allowed))
         log_likelihood = element_logits.new_zeros(batch, dtype=torch.float32)
         losses, per_token = {}, {}
-        for field, logits, where in predictions:
-            target = targets[field][where]
-            log_probs = logits.float().log_softmax(-1).gather(1, target[:, None]).squeeze(1)
+        for field, logits, where, allowed in predictions:
+            all_log_probs = logits.float().log_softmax(-1)
+            log_probs = all_log_probs.gather(1, targets[field][where][:, None]).squeeze(1)
             log_likelihood = log_likelihood.index_add(0, sequence[where], log_probs)
             if return_loss:
-                losses[field] = F.cross_entropy(logits, target)
+                losses[field] = self._cross_entropy(all_log_probs, log_probs, allowed)
             per_token[field] = logits.new_zeros(batch, length, logits.shape[-1])
             per_token[field][sequence[where], position[where]] = logits
         return CrystalGenerationModelOutput(
@@ -869,6 +896,18 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             site_symmetry_loss=losses.get("site_symmetry"), enumeration_loss=losses.get("enumeration"),
             log_likelihood=log_likelihood, element_logits=per_token["element"],
             site_symmetry_logits=per_token["site_symmetry"], enumeration_logits=per_token["enumeration"])
+
+    def _cross_entropy(self, all_log_probs: torch.Tensor, log_probs: torch.Tensor,
+                       allowed: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of the targets; in training with ``config.label_smoothing`` ε,
+        (1 - ε) times that plus ε times the mean cross-entropy to the uniform distribution over the allowed values
+        (smoothing toward impossible values would only teach the network what the masks already enforce)."""
+        loss = -log_probs.mean()
+        smoothing = self.config.label_smoothing if self.training else 0.0
+        if not smoothing:
+            return loss
+        uniform = -(all_log_probs.masked_fill(~allowed, 0.0).sum(-1) / allowed.sum(-1)).mean()
+        return (1 - smoothing) * loss + smoothing * uniform
 
     # ------------------------------------------------------------------------------------------- sampling
 

@@ -41,6 +41,7 @@ from transformers.dynamic_module_utils import custom_object_save
 from transformers.utils import PushToHubMixin, cached_file
 
 from .data_files import DATA_FILES, data_file, missing_data_files, use_checkpoint_files
+from .element_descriptors import element_descriptor_table
 from .errors import InvalidRepresentationError, WyckoffError
 from .representation import StructureLike, WyckoffRepresentation, WyckoffSite, electronegativity_key
 from .wyckoff_tables import (
@@ -115,8 +116,13 @@ class WyckoffTokenizer(PushToHubMixin):
             for t in all_space_group_tables() for p in t.positions
         ]
 
-    def model_config_kwargs(self) -> dict[str, Any]:
-        """What a ``WyckoffTransformerConfig`` needs to know of this tokenizer."""
+    def model_config_kwargs(self, element_descriptors: bool = False) -> dict[str, Any]:
+        """What a ``WyckoffTransformerConfig`` needs to know of this tokenizer; with ``element_descriptors``, also
+        the elements' chemical descriptors (from pymatgen, so only when asked)."""
+        descriptors = {}
+        if element_descriptors:
+            descriptors["element_descriptor_table"] = element_descriptor_table(
+                [None if token in SPECIAL_TOKENS else token for token in self.vocabularies["element"]])
         return {
             **{f"{field}_vocab_size": size for field, size in self.vocab_sizes.items()},
             "wyckoff_positions": self.wyckoff_position_ids(),
@@ -124,7 +130,7 @@ class WyckoffTokenizer(PushToHubMixin):
             "element_canonical_order": sorted(  # the site order of canonical representations (electronegativity, Z)
                 range(len(SPECIAL_TOKENS), len(self.vocabularies["element"])),
                 key=lambda i: electronegativity_key(self.vocabularies["element"][i])),
-            "pad_token_id": PAD_ID, "stop_token_id": STOP_ID, "mask_token_id": MASK_ID,
+            "pad_token_id": PAD_ID, "stop_token_id": STOP_ID, "mask_token_id": MASK_ID, **descriptors,
         }
 
     # ----------------------------------------------------------------------------------------- encode
