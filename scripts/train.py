@@ -47,6 +47,7 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import ProjectConfiguration, set_seed
 from datasets import Dataset
+from huggingface_hub.errors import StrictDataclassError
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import BatchEncoding, HfArgumentParser, PreTrainedModel, get_cosine_schedule_with_warmup
@@ -713,7 +714,10 @@ def main(argv: list[str] | None = None) -> dict:
     data_notes = [note for note in (train_note, validation_note) if note]
     for note in data_notes:
         accelerator.print(note)
-    model = task.build_model(tokenizer, train_split, overrides)
+    try:
+        model = task.build_model(tokenizer, train_split, overrides)
+    except StrictDataclassError as err:  # the config refused a value: one line naming the field, before any work
+        parser.error(f"--config {model_args.config or '(the recipe)'}: {err.__cause__ or err}")
 
     columns = [*tokenizer.model_input_names, *task.columns]
     augmentation = LabellingAugmentation(tokenizer, task.collate) if task_args.augment_labellings else None

@@ -240,6 +240,24 @@ def test_bad_columns_fail_with_one_line_before_training(options, message, train_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(("bad", "message"), [
+    ({"label_smoothing": 1.5}, "label_smoothing must be a number in [0, 1), got 1.5"),
+    ({"element_descriptors": "yes"}, "element_descriptors must be true or false, got 'yes'"),
+    ({"num_attention_heads": 7}, "is not a multiple of num_attention_heads 7"),
+])
+def test_a_config_value_the_model_refuses_fails_with_one_line(bad, message, train_script, prepared_dataset, tmp_path,
+                                                              capsys):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({**TINY_MODEL, **bad}))
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main(["--dataset", str(prepared_dataset), "--output-dir", str(tmp_path / "run"),
+                           "--config", str(config)])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert f"error: --config {config}: " in last and message in last
+    assert not (tmp_path / "run").exists()
+
+
 def test_without_config_the_generator_gets_the_recipe_and_init_from_keeps_its_own(train_script):
     parser = train_script.HfArgumentParser(train_script.ModelArguments)
     recipe = train_script.config_overrides(parser, train_script.ModelArguments())
