@@ -15,6 +15,7 @@ from pathlib import Path
 import ase.io
 import pytest
 import spglib
+import torch
 from huggingface_hub import constants
 from pymatgen.core import Lattice, Structure
 
@@ -295,3 +296,30 @@ def test_a_relaxation_cache_without_stability_is_refused_in_one_line(tmp_path, c
     assert main([*argv, "--stability"]) == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert message == f"wyckoff-hf evaluate: error: relaxation cache {tmp_path / 'a_file'}: exists and is not a folder"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--stability-screen-refine", "2"],
+     "--stability-screen-refine decides after the loose stage: it needs --stability-screen"),
+    (["--stability-screen", "--stability-screen-refine", "4"],
+     "--stability-screen-refine 4 is more than the 3 trial(s) of --stability-trials"),
+    (["--stability-device", "gpu0"], "--stability-device 'gpu0' is not a torch device (Invalid device string: 'gpu0')"),
+])
+def test_stability_protocol_mistakes_are_refused_in_one_line(tmp_path, capsys, extra, message):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"space_group": 225, "sites": [["Na", "a"], ["Cl", "b"]]}) + "\n")
+    argv = ["evaluate", str(samples), "--reference", "unused", "--stability", "--output-dir", str(tmp_path / "out"),
+            *extra]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"wyckoff-hf evaluate: error: {message}"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without a GPU")
+def test_stability_on_a_missing_gpu_says_what_to_pass(tmp_path, capsys):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps({"space_group": 225, "sites": [["Na", "a"], ["Cl", "b"]]}) + "\n")
+    assert main(["evaluate", str(samples), "--reference", "unused", "--stability", "--stability-device", "cuda"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("wyckoff-hf evaluate: error: --stability-device cuda: no CUDA GPU is visible")
+    assert line.endswith("use --stability-device cpu")

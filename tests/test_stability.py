@@ -3,6 +3,7 @@
 import csv
 import importlib.util
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -182,6 +183,52 @@ def test_settings_reject_impossible_protocols():
         RelaxationSettings(fmax=0.1, screen_fmax=0.05)
     with pytest.raises(ValueError, match="screen_fmax"):
         RelaxationSettings(refine_below=0.2)
+    for refine in (0, 4):
+        with pytest.raises(ValueError, match=f"screen_refine must be between 1 and num_trials=3, got {refine}"):
+            RelaxationSettings(screen_fmax=0.1, screen_refine=refine)
+
+
+def test_a_cache_key_names_the_protocol_but_not_the_device(tmp_path):
+    cache = relaxation.RelaxationCache(tmp_path)
+    screened = RelaxationSettings(screen_fmax=0.1)
+    assert cache.path(NACL, 0, screened) == cache.path(NACL, 0, RelaxationSettings(screen_fmax=0.1, device="cuda"))
+    assert cache.path(NACL, 0, screened) != cache.path(NACL, 0, RelaxationSettings(screen_fmax=0.1, screen_refine=2))
+    assert "device" not in screened.protocol() and screened.protocol()["screen_refine"] == 1
+
+
+@needs_chgnet
+@pytest.mark.parametrize("refine", [1, 2])
+def test_screening_refines_the_lowest_loose_trials_and_keeps_the_lowest_refined(monkeypatch, refine):
+    calls = []
+
+    def spy(structure, fmax, max_steps, *args):
+        result = relax_structure(structure, fmax, max_steps, *args)
+        calls.append((fmax, structure, result))
+        return result
+
+    monkeypatch.setattr(relaxation, "relax_structure", spy)
+    kept = relax_representation(NACL, 3, RelaxationSettings(num_trials=3, screen_fmax=0.1, screen_refine=refine))
+    loose = [result for fmax, _, result in calls if fmax == 0.1]
+    refined = [(start, result) for fmax, start, result in calls if fmax == 0.02]
+    assert len(loose) == 3 and len(refined) == refine
+    lowest_loose = sorted(loose, key=lambda r: r[1] / len(r[0]))[:refine]
+    assert [start for start, _ in refined] == [structure for structure, *_ in lowest_loose]
+    assert kept.energy == min(result[1] for _, result in refined) and kept.converged
+
+
+@pytest.mark.parametrize(("settings", "protocol"), [
+    (RelaxationSettings(), "≤ 500 steps), lowest energy kept."),
+    (RelaxationSettings(screen_fmax=0.1), "lowest energy kept (screening: every trial to fmax 0.1 eV/Å first, "
+                                          "only the lowest refined)."),
+    (RelaxationSettings(screen_fmax=0.1, screen_refine=2), "only the lowest 2 refined)."),
+])
+def test_the_report_states_the_relaxation_protocol(settings, protocol):
+    metrics = {"num_with_energy": 9, "num_samples": 10, "num_failed": 1, "intervals": {"sun": [0.2, 0.6]},
+               "settings": asdict(settings), "reference_fit": {"held_out_mae_ev_per_atom": 0.03}}
+    first, intervals, _ = stability.stability_notes(metrics)
+    assert first.startswith("- Stability: 9 of 10 Wyckoff-valid samples got an energy (1 failures")
+    assert "3 pyxtal trial(s) each relaxed with CHGNet (primitive cell, symmetry fixed, fmax 0.02 eV/Å" in first
+    assert first.endswith(protocol) and intervals == "- 95 % Wilson intervals: sun [20.0, 60.0] %."
 
 
 # ------------------------------------------------------------------------------------------ S.U.N.
@@ -283,6 +330,19 @@ def test_compare_stability_runs_matches_samples_by_index(tmp_path, capsys):
     assert "On the 2 samples both relaxed" in out
     assert "mean +0.0350, mean absolute 0.0350, largest 0.0500 eV/atom" in out
     assert "same 'within 0.08' label for 50.0 % of the samples" in out and "relaxation time full / screen: 4.00" in out
+    # a third run (the reference with other trials) gets its own column and its own line against the reference
+    write_stability_run(tmp_path / "seed1", [0.1, 0.05, 0.3], [20.0, 20.0, 20.0], [225, 225, 225], 0.25)
+    compare.main([str(tmp_path / "full"), str(tmp_path / "screen"), str(tmp_path / "seed1"),
+                  "--names", "full", "screen", "full, seed 1"])
+    out = capsys.readouterr().out
+    assert "| metric | full | screen | full, seed 1 |\n|---|---:|---:|---:|" in out
+    assert "On the 2 samples all relaxed" in out
+    assert "| within 0.08 eV/atom of the hull | 100.0 % | 50.0 % | 50.0 % |" in out
+    assert "full, seed 1 minus full: mean +0.0500, mean absolute 0.0500, largest 0.1000 eV/atom; same 'within 0.08' " \
+           "label for 50.0 % of the samples; relaxation time full / full, seed 1: 1.50" in out
+    with pytest.raises(SystemExit):
+        compare.main([str(tmp_path / "full"), str(tmp_path / "screen"), "--names", "only-one"])
+    assert "--names: 1 name(s) for 2 runs" in capsys.readouterr().err
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match=r"no metrics\.json"):
         compare.load_run(tmp_path / "empty")

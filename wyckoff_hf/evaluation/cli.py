@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 
 from ..utils.arguments import add_hidden_alias, positive_float, positive_int
+from ..utils.devices import check_device
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``SAMPLES --reference DATASET [--output-dir] [--num-workers] [--realise] [--no-structure-metrics]
     [--max-reference] [--max-attempts] [--realise-timeout] [--smact-timeout] [--seed] [--stability]
-    [--stability-trials] [--stability-screen]`` to ``parser``."""
+    [--stability-trials] [--stability-screen] [--stability-screen-refine] [--stability-device]
+    [--relaxation-cache]`` to ``parser``."""
     parser.add_argument("samples", help="folder written by `wyckoff-hf generate` (samples.jsonl, structures/) "
                                         "or a single .jsonl file")
     parser.add_argument("--reference", required=True,
@@ -45,7 +47,12 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s; the WyckoffTransformer authors use 6)")
     parser.add_argument("--stability-screen", action="store_true",
                         help="with --stability: relax every trial loosely (fmax 0.1 eV/Å, 100 steps) and refine only "
-                             "the lowest one to 0.02 (faster; see scripts/benchmark_stability.py for what it costs)")
+                             "the lowest ones to 0.02 (faster; see scripts/benchmark_stability.py for what it costs)")
+    parser.add_argument("--stability-screen-refine", type=positive_int, default=1, metavar="K",
+                        help="with --stability-screen: refine the K lowest loosely relaxed trials, not just the "
+                             "lowest (default: %(default)s; at most --stability-trials)")
+    parser.add_argument("--stability-device", default="cpu",
+                        help="torch device CHGNet runs on with --stability, e.g. cuda (default: %(default)s)")
     parser.add_argument("--relaxation-cache", metavar="DIR",
                         help="with --stability: keep every finished relaxation in DIR (one JSON per sample) and reuse "
                              "it, so that an interrupted or split run resumes where it stopped")
@@ -58,12 +65,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.relaxation_cache and not args.stability:
         raise ValueError("--relaxation-cache keeps CHGNet relaxations: it needs --stability")
+    if args.stability_screen_refine > 1 and not args.stability_screen:
+        raise ValueError("--stability-screen-refine decides after the loose stage: it needs --stability-screen")
+    if args.stability_screen_refine > args.stability_trials:
+        raise ValueError(f"--stability-screen-refine {args.stability_screen_refine} is more than the "
+                         f"{args.stability_trials} trial(s) of --stability-trials")
+    if args.stability:
+        check_device(args.stability_device, "--stability-device")
     metrics = evaluate(args.samples, args.reference, args.output_dir, num_workers=args.num_workers,
                        structure_metrics=args.structure_metrics, realise=args.realise,
                        max_reference=args.max_reference, max_attempts=args.max_attempts, seed=args.seed,
                        realise_timeout=args.realise_timeout, smact_timeout=args.smact_timeout,
                        stability=RelaxationSettings(num_trials=args.stability_trials, seed=args.seed,
-                                                    screen_fmax=SCREEN_FMAX if args.stability_screen else None)
+                                                    screen_fmax=SCREEN_FMAX if args.stability_screen else None,
+                                                    screen_refine=args.stability_screen_refine,
+                                                    device=args.stability_device)
                        if args.stability else None, relaxation_cache=args.relaxation_cache)
     print(markdown_report(metrics))
     print(f"wrote {args.output_dir}/{METRICS_FILE} and {args.output_dir}/{REPORT_FILE}")

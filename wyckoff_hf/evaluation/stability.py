@@ -177,6 +177,7 @@ def stability_notes(metrics: dict[str, object]) -> list[str]:
         return [f"- Stability: {metrics['skipped']}"]
     intervals = metrics["intervals"]
     settings, fit = metrics["settings"], metrics["reference_fit"]
+    refined = settings.get("screen_refine", 1)  # reports written before the option are one-trial refinements
     ranges = ", ".join(f"{key} [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}] %"
                        for key, interval in intervals.items() if interval is not None)
     return [
@@ -186,8 +187,8 @@ def stability_notes(metrics: dict[str, object]) -> list[str]:
         f"({'primitive cell, ' if settings.get('primitive_cell') else ''}"
         f"{'symmetry fixed, ' if settings['fix_symmetry'] else ''}fmax {settings['fmax']} eV/Å, "
         f"≤ {settings['max_steps']} steps), lowest energy kept"
-        + (f" (screening: every trial to fmax {settings['screen_fmax']} eV/Å first, only the lowest refined)."
-           if settings["screen_fmax"] else "."),
+        + (f" (screening: every trial to fmax {settings['screen_fmax']} eV/Å first, only the lowest"
+           f"{'' if refined == 1 else f' {refined}'} refined)." if settings["screen_fmax"] else "."),
         f"- 95 % Wilson intervals: {ranges}.",
         f"- Energy above hull is a proxy: CHGNet energies on MP's scale through fitted element references "
         f"(held-out MAE {fit.get('held_out_mae_ev_per_atom', 'n/a')} eV/atom) against a hull of MP points from "

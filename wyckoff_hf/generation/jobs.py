@@ -14,6 +14,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from ..utils.devices import check_device
+
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"  # the shipped checkpoints
 DEFAULT_MODEL = PRETRAINED / "mp20-biternary"
 SAMPLING_CHUNK = 2048  # samples per generate() call: one model batch, and one step of the progress bar
@@ -61,23 +63,6 @@ def hub_unavailable_reason() -> str | None:
     except OSError as err:
         return f"{constants.ENDPOINT} cannot be reached ({err.strerror or err})"
     return None
-
-
-def check_device(device: str | None) -> str:
-    """The torch device to sample on (default ``cpu``); ``ValueError`` naming the problem when it is absent."""
-    import torch
-
-    device = device or "cpu"
-    try:
-        kind = torch.device(device).type
-    except RuntimeError as err:
-        raise ValueError(f"--device {device!r} is not a torch device ({str(err).splitlines()[0]})") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA GPU is visible to this torch {torch.__version__} "
-                         "(CPU build, or no GPU); use --device cpu")
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {device}: Apple MPS is not available here; use --device cpu")
-    return device
 
 
 def set_threads(threads: int | None, device: str) -> int:

@@ -1,1 +1,2 @@
-"""Process-level helpers shared by the jobs: process pools, lazy imports, argument checks, Hub pre-flight checks."""
+"""Process-level helpers shared by the jobs: process pools, lazy imports, argument and device checks, Hub
+pre-flight checks."""
