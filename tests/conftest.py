@@ -1,4 +1,5 @@
-"""Shared fixtures: the shared data folder, the default tokenizer, the local Hub stand-in and a pyxtal that stalls."""
+"""Shared fixtures: the shared data folder, a tiny prepared dataset, the default tokenizer, the local Hub stand-in and
+a pyxtal that stalls."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fake_hub import FakeHub, serve_fake_hub
 from wyckoff_hf.tokenization import WyckoffTokenizer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY_DATASET_MAX_SITES = 8
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +21,25 @@ def shared_data() -> Path:
     """``../shared/data`` next to the repository (present in CI too): missing data fails, never skips."""
     assert SHARED_DATA.is_dir(), f"{SHARED_DATA} is missing: the tests read the shared crystal datasets from there"
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """40 train / 10 validation / 20 test crystals of MP-20 binaries/ternaries with at most 8 sites, prepared."""
+    import pandas as pd
+
+    from wyckoff_hf.data import add_wyckoff_columns, load_crystal_csv_splits, write_parquet_splits
+
+    source = tmp_path_factory.mktemp("source")
+    frame = pd.read_csv(shared_data / "mp_20_biternary" / "val.csv.gz", nrows=70)
+    for name, rows in (("train", frame[:40]), ("val", frame[40:50]), ("test", frame[50:])):
+        rows.to_csv(source / f"{name}.csv.gz", index=False)
+    dataset, failures = add_wyckoff_columns(load_crystal_csv_splits(source, layout="cdvae"))
+    assert failures.empty
+    dataset = dataset.filter(lambda row: len(row["letters"]) <= TINY_DATASET_MAX_SITES)
+    out = tmp_path_factory.mktemp("prepared")
+    write_parquet_splits(dataset, out)
+    return out
 
 
 @pytest.fixture(scope="session")

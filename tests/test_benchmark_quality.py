@@ -5,11 +5,11 @@ import math
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
+from conftest import TINY_DATASET_MAX_SITES
 
-from wyckoff_hf.data import add_wyckoff_columns, load_crystal_csv_splits, load_wyckoff_dataset, write_parquet_splits
+from wyckoff_hf.data import load_wyckoff_dataset
 from wyckoff_hf.evaluation import ReferenceSet
 from wyckoff_hf.generation import load_generator
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
@@ -18,7 +18,8 @@ from wyckoff_hf.tokenization import WyckoffRepresentation, WyckoffTokenizer
 ROOT = Path(__file__).resolve().parent.parent
 TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_symmetry_embedding_size": 8,
         "enumeration_embedding_size": 4, "derived_feature_size": 4, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "intermediate_size": 32, "hidden_dropout_prob": 0.0, "max_sites": 8}
+        "num_attention_heads": 2, "intermediate_size": 32, "hidden_dropout_prob": 0.0,
+        "max_sites": TINY_DATASET_MAX_SITES}
 NUM_SAMPLES = 300
 
 
@@ -41,21 +42,6 @@ def tiny_model(tmp_path_factory) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory, shared_data) -> Path:
-    """40 train / 10 validation / 20 test crystals of MP-20 binaries/ternaries with at most 8 sites."""
-    source = tmp_path_factory.mktemp("source")
-    frame = pd.read_csv(shared_data / "mp_20_biternary" / "val.csv.gz", nrows=70)
-    for name, rows in (("train", frame[:40]), ("val", frame[40:50]), ("test", frame[50:])):
-        rows.to_csv(source / f"{name}.csv.gz", index=False)
-    dataset, failures = add_wyckoff_columns(load_crystal_csv_splits(source, layout="cdvae"))
-    assert failures.empty
-    dataset = dataset.filter(lambda row: len(row["letters"]) <= TINY["max_sites"])
-    out = tmp_path_factory.mktemp("prepared")
-    write_parquet_splits(dataset, out)
-    return out
 
 
 def test_table_has_every_row_and_sane_values(benchmark, tiny_model, tiny_dataset, capsys):

@@ -11,9 +11,10 @@ import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
 from wyckoff_hf.cards import render_model_card
+from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
 from wyckoff_hf.evaluation import GeneratedSamples, ReferenceSet, evaluate, relaxation, stability
 from wyckoff_hf.evaluation.hull import ConvexHullReference, MissingReferenceError, fit_element_references, packaged_hull
-from wyckoff_hf.evaluation.novelty import unique_structures
+from wyckoff_hf.evaluation.novelty import novel_templates, unique_structures
 from wyckoff_hf.evaluation.relaxation import (
     RelaxationFailure,
     RelaxationSettings,
@@ -346,3 +347,27 @@ def test_compare_stability_runs_matches_samples_by_index(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match=r"no metrics\.json"):
         compare.load_run(tmp_path / "empty")
+
+
+def test_diagnose_stability_splits_the_stable_share_by_template_and_size(tmp_path, capsys, tiny_dataset):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "diagnose_stability.py"
+    spec = importlib.util.spec_from_file_location("diagnose_stability", script)
+    diagnose = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(diagnose)
+    train = [representation_from_row(row) for row in load_wyckoff_dataset(tiny_dataset)["train"]]
+    new_small = WyckoffRepresentation.from_sites(1, [("Na", "a"), ("Cl", "a")])
+    new_large = WyckoffRepresentation.from_sites(1, [("Na", "a")] * 4 + [("Cl", "a")] * 5)
+    samples = [train[0], train[1], new_small, new_large]
+    assert novel_templates(samples, train) == [False, False, True, True]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(rep.to_dict()) + "\n" for rep in samples))
+    write_stability_run(tmp_path / "run", [0.0, 0.5, 0.05, 0.3], [1.0] * 4, [225] * 4, 0.5)
+    diagnose.main(["--dataset", str(tiny_dataset), "--run", "tiny", str(tmp_path / "run"), str(tmp_path)])
+    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ")[1].removesuffix(" |")
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line}
+    assert rows["all"] == "4 (100 %): 50.0 % [15.0, 85.0]"
+    assert rows["known template"] == rows["new template"] == "2 (50 %): 50.0 % [9.5, 90.5]"
+    assert rows["new template, at most 3 sites"] == "1 (25 %): 100.0 % [20.7, 100.0]"
+    assert rows["new template, more than 3 sites"] == "1 (25 %): 0.0 % [0.0, 79.3]"
+    (tmp_path / "samples.jsonl").write_text(json.dumps(new_small.to_dict()) + "\n")
+    with pytest.raises(SystemExit, match="sample index 3 is past the 1 lines"):
+        diagnose.main(["--dataset", str(tiny_dataset), "--run", "tiny", str(tmp_path / "run"), str(tmp_path)])
