@@ -1,5 +1,7 @@
-"""Where a generator's stable samples are: the share within 0.08 eV/atom of the hull by crystal size and by
-whether the sample's template is new, read from ``wyckoff-hf evaluate --stability`` reports.
+"""Where a generator's stable samples are: the share within 0.08 eV/atom of the hull by size and template novelty.
+
+Read from ``wyckoff-hf evaluate --stability`` reports: the samples are split by their number of Wyckoff sites and
+by whether their template is new.
 
     python scripts/diagnose_stability.py --dataset data_prepared/mp20-biternary-dev \\
         --run shipped model_cards/mp20-biternary/stability-shipped-sampler shipped1000.jsonl [--run NAME REPORT SAMPLES]
@@ -34,6 +36,8 @@ def read_run(report: Path, samples: Path) -> pd.DataFrame:
         raise SystemExit(f"{report}: no {STABILITY_DIR}/{RELAXATIONS_FILE}; pass the --output-dir of an evaluate "
                          "--stability run")
     samples_path = samples / "samples.jsonl" if samples.is_dir() else samples
+    if not samples_path.is_file():
+        raise SystemExit(f"{samples}: no samples file; pass the samples.jsonl (or its folder) that {report} scored")
     lines = samples_path.read_text().splitlines()
     relaxed = pd.read_csv(relaxations_path)
     if relaxed["index"].max() >= len(lines):
