@@ -28,6 +28,7 @@ from wyckoff_hf.evaluation.relaxation import (
 from wyckoff_hf.evaluation.sun import sun_metrics, wilson_interval
 from wyckoff_hf.generation.jobs import DEFAULT_MODEL
 from wyckoff_hf.tokenization import WyckoffRepresentation
+from wyckoff_hf.utils.parallel import parallel_map
 
 # CI installs the stability extra; elsewhere the tests of the real CHGNet say why they did not run
 needs_chgnet = pytest.mark.skipif(not stability.chgnet_available(), reason="needs the stability extra (chgnet)")
@@ -187,6 +188,24 @@ def test_settings_reject_impossible_protocols():
     for refine in (0, 4):
         with pytest.raises(ValueError, match=f"screen_refine must be between 1 and num_trials=3, got {refine}"):
             RelaxationSettings(screen_fmax=0.1, screen_refine=refine)
+
+
+def test_parallel_map_runs_in_fresh_spawned_workers_on_request():
+    assert parallel_map(abs, [-1, -2, -3], 2, start_method="spawn") == [1, 2, 3]
+
+
+def test_relaxing_on_an_accelerator_uses_spawned_workers(monkeypatch):
+    """A forked child cannot use CUDA once the parent touched it (the device check does): workers start fresh."""
+    start_methods = []
+
+    def record(function, items, *args, start_method=None, **kwargs):
+        start_methods.append(start_method)
+        return [RelaxationFailure(0, "not run") for _ in items]
+
+    monkeypatch.setattr(relaxation, "parallel_map", record)
+    relax_samples([NACL], RelaxationSettings(device="cuda"), num_workers=2)
+    relax_samples([NACL], RelaxationSettings(), num_workers=2)
+    assert start_methods == ["spawn", None]
 
 
 def test_a_cache_key_names_the_protocol_but_not_the_device(tmp_path):

@@ -385,6 +385,9 @@ def relax_samples(representations: Sequence[WyckoffRepresentation], settings: Re
             results[position] = cached
         else:
             jobs.append((position, (rep, index, settings, e_above_hull, relaxation_cache)))
-    done = parallel_map(_relax_job, [job for _, job in jobs], num_workers, desc="CHGNet relaxation", chunksize=1)
+    # CUDA cannot be used in a forked child of a process that has touched it (``check_device`` has): fresh workers
+    start_method = None if settings.device == "cpu" else "spawn"
+    done = parallel_map(_relax_job, [job for _, job in jobs], num_workers, desc="CHGNet relaxation", chunksize=1,
+                        start_method=start_method)
     results.update({position: result for (position, _), result in zip(jobs, done, strict=True)})
     return [results[position] for position in range(len(representations))]

@@ -63,10 +63,12 @@ def _init_worker(parent_pid: int) -> None:
 
 
 @contextmanager
-def worker_pool(num_workers: int) -> Iterator[Pool]:
+def worker_pool(num_workers: int, start_method: str | None = None) -> Iterator[Pool]:
     """A process pool whose workers die with this process; terminated (not drained) on any exception,
-    Ctrl-C included, so an interrupted job stops at once."""
-    pool = multiprocessing.get_context().Pool(num_workers, initializer=_init_worker, initargs=(os.getpid(),))
+    Ctrl-C included, so an interrupted job stops at once. ``start_method`` is multiprocessing's (default: the
+    platform's); ``"spawn"`` gives workers a fresh interpreter, which CUDA needs once the parent has touched it."""
+    pool = multiprocessing.get_context(start_method).Pool(num_workers, initializer=_init_worker,
+                                                          initargs=(os.getpid(),))
     try:
         yield pool
         pool.close()
@@ -84,11 +86,12 @@ def _progress(total: int, desc: str, initial: int = 0) -> tqdm:
 
 
 def parallel_map(function: Callable[[T], R], items: Sequence[T], num_workers: int | None = 1,
-                 desc: str = "", chunksize: int | None = None) -> list[R]:
+                 desc: str = "", chunksize: int | None = None, start_method: str | None = None) -> list[R]:
     """``[function(item) for item in items]`` over a process pool, in order, with a tqdm bar.
 
     With one worker (or one item) it runs in this process: no pool start-up cost, which keeps small
-    evaluations and the tests fast. ``function`` must be a picklable module-level callable.
+    evaluations and the tests fast. ``function`` must be a picklable module-level callable; ``start_method``
+    goes to ``worker_pool``.
     """
     workers = min(resolve_workers(num_workers), max(1, len(items)))
     if chunksize is None:
@@ -100,7 +103,7 @@ def parallel_map(function: Callable[[T], R], items: Sequence[T], num_workers: in
                 results.append(function(item))
                 bar.update()
             return results
-        with worker_pool(workers) as pool:
+        with worker_pool(workers, start_method) as pool:
             for result in pool.imap(function, items, chunksize=chunksize):
                 results.append(result)
                 bar.update()
