@@ -29,8 +29,7 @@ from wyckoff_hf.prediction import CompositionFamilyBaseline, PropertyPredictor, 
 from wyckoff_hf.tokenization import StructureParseError, WyckoffRepresentation, WyckoffTokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = test_benchmark_quality.TINY
-tiny_dataset = test_benchmark_quality.tiny_dataset  # 40 train / 10 validation / 20 test MP-20 crystals
+TINY = test_benchmark_quality.TINY  # the tiny_dataset fixture (conftest) has at most TINY's max_sites sites
 NACL = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
 PNMA = WyckoffRepresentation.from_sites(62, [("Na", "c"), ("Cl", "c"), ("O", "d")])
 CLASSES = ["band_gap <= 0", "band_gap > 0"]
