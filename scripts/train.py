@@ -137,7 +137,8 @@ class ModelArguments:
     config: str | None = field(default=None, metadata={
         "help": "JSON file of WyckoffTransformerConfig overrides (layers, heads, embedding sizes, dropout, "
                 "regression_loss, condition_embedding_size...), applied to the config's defaults; without it, the "
-                "shipped generator's architecture (RECIPE_CONFIG)"})
+                "shipped generator's architecture (RECIPE_CONFIG). \"site_order\": \"any\" trains a generator on "
+                "every crystal's sites in a random order, drawn afresh every epoch (validation stays canonical)"})
     init_from: str | None = field(default=None, metadata={
         "help": "property task: start from the encoder of this saved WyckoffTransformer (e.g. the generator "
                 "trained on the same crystals), with a fresh head; its architecture, so no --config"})
@@ -506,6 +507,33 @@ class LabellingAugmentation:
         return self.collate(relabelled)
 
 
+class SitePermutation:
+    """A collate function that shuffles the sites of every crystal of the batch ``collate`` builds, for a generator
+    with ``config.site_order = "any"``: it learns every order of a crystal's sites, not the canonical one only, as
+    the WyckoffTransformer authors train. STOP and padding stay at the end; validation stays in canonical order.
+
+    Reseeded at every epoch (``start_epoch``) in the main process, as ``LabellingAugmentation``, and applied after
+    it when both are on."""
+
+    def __init__(self, tokenizer: WyckoffTokenizer, collate: Any) -> None:
+        self.collate, self.token_columns = collate, tokenizer.model_input_names
+        self.mask_token_id = tokenizer.mask_token_id
+        self.generator = torch.Generator().manual_seed(0)
+
+    def start_epoch(self, seed: int) -> None:
+        self.generator.manual_seed(seed)
+
+    def __call__(self, features: list[dict[str, Any]]) -> BatchEncoding:
+        batch = self.collate(features)
+        element_ids = batch["element_ids"]
+        keys = torch.rand(element_ids.shape, generator=self.generator)
+        after_sites = 1 + torch.arange(element_ids.shape[1], dtype=keys.dtype)  # STOP and PAD keep their order
+        order = torch.where(element_ids > self.mask_token_id, keys, after_sites).argsort(1)
+        for key in self.token_columns:
+            batch[key] = batch[key].gather(1, order)
+        return batch
+
+
 def make_task(task_args: TaskArguments, model_args: ModelArguments, tokenizer: WyckoffTokenizer) -> Task:
     if task_args.task == "property":
         return PropertyTask(tokenizer, task_args.targets, task_args.classification_threshold, model_args.init_from)
@@ -721,6 +749,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     columns = [*tokenizer.model_input_names, *task.columns]
     augmentation = LabellingAugmentation(tokenizer, task.collate) if task_args.augment_labellings else None
+    permutation = None
+    if task_args.task == "generation" and model.config.site_order == "any":
+        if args.dataloader_num_workers:
+            parser.error('a model with "site_order": "any" needs --dataloader-num-workers 0 (the site orders are '
+                         "drawn in the main process)")
+        permutation = SitePermutation(tokenizer, augmentation or task.collate)
+    epoch_draws = [draw for draw in (augmentation, permutation) if draw]
     workers = {"num_workers": args.dataloader_num_workers, "persistent_workers": args.dataloader_num_workers > 0,
                "worker_init_fn": die_with_launcher if args.dataloader_num_workers else None}
     # Batches of similar lengths: the cascade loss costs (tokens per crystal)² per crystal, so padding a
@@ -732,7 +767,7 @@ def main(argv: list[str] | None = None) -> dict:
                                    generator=shuffling)
     train_columns = [*columns, *(augmentation.columns if augmentation else ())]
     train_loader = DataLoader(train_split.select_columns(train_columns).with_format(None), batch_size=global_batch,
-                              sampler=sampler, collate_fn=augmentation or task.collate, **workers)
+                              sampler=sampler, collate_fn=permutation or augmentation or task.collate, **workers)
     # Validation is sharded by hand (contiguous, uneven shards): accelerate would top up the last batch
     # with repeated crystals, and the losses are summed exactly in ``evaluate`` anyway.
     validation_shard = validation_split.shard(accelerator.num_processes, accelerator.process_index, contiguous=True)
@@ -768,8 +803,8 @@ def main(argv: list[str] | None = None) -> dict:
             break
         model.train()
         shuffling.manual_seed(args.seed + epoch)
-        if augmentation:
-            augmentation.start_epoch(args.seed + epoch)
+        for draw in epoch_draws:
+            draw.start_epoch(args.seed + epoch)
         totals = Totals(task, accelerator.device)
         progress = tqdm(train_loader, desc=f"epoch {epoch}", disable=not accelerator.is_local_main_process,
                         leave=False)

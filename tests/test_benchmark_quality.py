@@ -93,6 +93,23 @@ def test_crystal_nll_sums_the_equivalent_labellings(benchmark, tiny_model):
     assert benchmark.crystal_nll(model, tokenizer, [rock_salt])["crystal_nll_per_site"] == pytest.approx(expected)
 
 
+def test_crystal_nll_of_a_model_of_any_order_also_sums_the_orders(benchmark, tokenizer, monkeypatch):
+    torch.manual_seed(0)
+    model = WyckoffTransformerForCrystalGeneration(
+        WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY, site_order="any")).eval()
+    rock_salt = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
+    sequences = [WyckoffRepresentation(225, order) for labelling in (rock_salt, rock_salt.relabelled(1))
+                 for order in (labelling.sites, labelling.sites[::-1])]
+    p = sum(math.exp(float(model(**tokenizer([rep], return_tensors="pt")).log_likelihood)) for rep in sequences)
+    assert benchmark.crystal_nll(model, tokenizer, [rock_salt])["crystal_nll_per_site"] == pytest.approx(
+        -math.log(p) / 3)
+    # more sequences than MAX_VARIANTS: count × the mean p of uniform draws, unbiased for p itself
+    monkeypatch.setattr(benchmark, "MAX_VARIANTS", 3)
+    estimates = [math.exp(-3 * benchmark.crystal_nll(model, tokenizer, [rock_salt], seed)["crystal_nll_per_site"])
+                 for seed in range(300)]
+    assert len(set(estimates)) > 1 and sum(estimates) / len(estimates) == pytest.approx(p, rel=0.05)
+
+
 def test_command_line_drops_the_row_name(benchmark):
     assert benchmark.command_line(["--model", "m", "--markdown-row", "a b", "--seed", "1"]) == \
         "python scripts/benchmark_quality.py --model m --seed 1"

@@ -90,6 +90,18 @@ def test_generate_scores_are_the_forward_log_likelihood_of_the_samples(model):
 
 
 @torch.no_grad()
+def test_a_model_of_any_site_order_scores_its_samples_by_the_cascade(model, tokenizer):
+    """Without order masks the same three identities hold: the samples' scores are the reference cascade's and
+    ``forward``'s log-likelihood of the order drawn."""
+    config = WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY, site_order="any")
+    any_order = WyckoffTransformerForCrystalGeneration(config).eval()
+    any_order.load_state_dict(model.state_dict())
+    out = any_order.generate(8, seed=3)
+    assert torch.allclose(out.sequences_scores, reference_log_likelihood(any_order, generated_batch(out)), atol=1e-4)
+    assert torch.allclose(out.sequences_scores, any_order(**generated_batch(out)).log_likelihood, atol=1e-4)
+
+
+@torch.no_grad()
 def test_generate_scores_follow_the_temperature(model):
     out = model.generate(6, seed=1, temperature=0.5)
     expected = reference_log_likelihood(model, generated_batch(out), temperature=0.5)

@@ -305,10 +305,7 @@ def test_generated_crystals_are_valid(model, tokenizer):
     assert (out.element_ids[torch.arange(300), lengths - 1] == STOP_ID).all()
     assert [len(c.sites) for c in crystals] == (lengths - 1).tolist()
     assert max(len(c.sites) for c in crystals) <= model.config.max_sites
-    for crystal in crystals:  # sites come out in the canonical order of the training data
-        table = space_group_table(crystal.space_group)
-        keys = [(*electronegativity_key(s.element), table.letter_index(s.letter)) for s in crystal.sites]
-        assert keys == sorted(keys), crystal
+    assert all(in_canonical_order(crystal) for crystal in crystals)  # the canonical order of the training data
     # the untrained model stops late, so 0-dof positions of a high-symmetry group are often contested
     fixed = [c for c in model.generate(100, space_group=225, seed=1, tokenizer=tokenizer)]
     assert all(Counter(s.letter for s in c.sites if s.dof == 0).most_common(1)[0][1] == 1
@@ -349,6 +346,36 @@ def test_number_of_distinct_elements_stays_in_range(model, tokenizer):
     assert all(c.elements == ("Fe", "P", "O") for c in tail)
     made = model.generate(20, seed=0, composition={"Na": 1, "Cl": 1}, tokenizer=tokenizer)  # the default yields
     assert all(set(c.elements) == {"Na", "Cl"} for c in made)
+
+
+def in_canonical_order(crystal: WyckoffRepresentation) -> bool:
+    table = space_group_table(crystal.space_group)
+    keys = [(*electronegativity_key(s.element), table.letter_index(s.letter)) for s in crystal.sites]
+    return keys == sorted(keys)
+
+
+def test_a_model_of_any_site_order_samples_every_order_within_the_other_masks(config, tokenizer):
+    torch.manual_seed(0)
+    model = WyckoffTransformerForCrystalGeneration(
+        WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY, site_order="any")).eval()
+    crystals = model.generate(300, seed=0, num_elements_range=(2, 3), tokenizer=tokenizer)  # valid, decoded
+    assert sum(not in_canonical_order(c) for c in crystals) > 100
+    assert {len(c.elements) for c in crystals} == {2, 3}
+    # every allowed element not placed yet may still come: a sample that starts with O must take Fe and P too
+    exact = model.generate(100, seed=0, allowed_elements=["Fe", "P", "O"], num_elements_range=(3, 3),
+                           tokenizer=tokenizer)
+    assert all(set(c.elements) == {"Fe", "P", "O"} for c in exact)
+    assert len({c.elements for c in exact}) > 2
+    # a site-by-site composition search walks the canonical order, which a model of any order also gives
+    made = model.generate(20, seed=0, composition={"Na": 1, "Cl": 3}, tokenizer=tokenizer)
+    assert all(in_canonical_order(c) and c.composition.reduced_formula == "NaCl3" for c in made)
+    # a crystal out of canonical order has a probability under it, and none under a canonical model
+    swapped = batch_of(tokenizer, [WyckoffRepresentation.from_sites(225, [("Cl", "b"), ("Na", "a")], canonical=False)])
+    assert torch.isfinite(model(**swapped).log_likelihood).all()
+    with pytest.raises(ValueError, match="token 1: element"):
+        WyckoffTransformerForCrystalGeneration(config)(**swapped)
+    with pytest.raises(StrictDataclassClassValidationError, match="site_order must be one of"):
+        WyckoffTransformerConfig.from_tokenizer(tokenizer, **TINY, site_order="shuffled")
 
 
 @pytest.mark.parametrize("kwargs, message", [

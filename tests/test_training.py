@@ -244,6 +244,7 @@ def test_bad_columns_fail_with_one_line_before_training(options, message, train_
     ({"label_smoothing": 1.5}, "label_smoothing must be a number in [0, 1), got 1.5"),
     ({"element_descriptors": "yes"}, "element_descriptors must be true or false, got 'yes'"),
     ({"num_attention_heads": 7}, "is not a multiple of num_attention_heads 7"),
+    ({"site_order": "random"}, "site_order must be one of ('canonical', 'any'), got 'random'"),
 ])
 def test_a_config_value_the_model_refuses_fails_with_one_line(bad, message, train_script, prepared_dataset, tmp_path,
                                                               capsys):
@@ -579,3 +580,55 @@ def test_labelling_augmentation_draws_equivalent_labellings_afresh_each_epoch(tr
     assert {epoch[1] for epoch in seen} == {crystals[1], crystals[1].relabelled(1)}  # Na on 4a or on 4b
     augmentation.start_epoch(5)
     assert tokenizer.decode(tokenizer.pad(augmentation(rows), return_tensors="pt")) == seen[5]  # reseeded alike
+
+
+def test_site_permutation_shuffles_each_crystals_sites_afresh_each_epoch(train_script, tokenizer):
+    crystals = [WyckoffRepresentation.from_sites(62, [("Li", "c"), ("Fe", "c"), ("P", "c"), ("O", "c"), ("O", "c"),
+                                                      ("O", "d")]),
+                WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])]
+    features = [tokenizer.encode(rep) for rep in crystals]
+    unshuffled = tokenizer.pad(features, return_tensors="pt")
+    permutation = train_script.SitePermutation(tokenizer, lambda rows: tokenizer.pad(rows, return_tensors="pt"))
+    orders = []
+    for epoch in range(8):
+        permutation.start_epoch(epoch)
+        batch = permutation(features)
+        assert torch.equal(batch["attention_mask"], unshuffled["attention_mask"])
+        for row, crystal in enumerate(crystals):
+            tokens = {key: batch[key][row].tolist() for key in tokenizer.model_input_names}
+            sites = list(zip(*(tokens[key] for key in tokenizer.model_input_names if key != "attention_mask"),
+                             strict=True))
+            expected = list(zip(*(unshuffled[key][row].tolist() for key in tokenizer.model_input_names
+                                  if key != "attention_mask"), strict=True))
+            count = len(crystal.sites)
+            assert sorted(sites[:count]) == sorted(expected[:count])  # each site keeps its fields together
+            assert sites[count:] == expected[count:]  # STOP, then padding, where they were
+        orders.append(tuple(batch["element_ids"][0].tolist()))
+    assert len(set(orders)) > 4  # 6 sites: 360 distinct orders
+    permutation.start_epoch(3)
+    assert tuple(permutation(features)["element_ids"][0].tolist()) == orders[3]  # reseeded alike
+
+
+def test_a_model_of_any_site_order_trains_on_shuffled_sites_and_samples_any_order(prepared_dataset, tmp_path,
+                                                                                  train_script, capsys, monkeypatch):
+    config = tmp_path / "any.json"
+    config.write_text(json.dumps({**TINY_MODEL, "site_order": "any"}))
+    with pytest.raises(SystemExit) as exit_info:
+        train_script.main(["--dataset", str(prepared_dataset), "--output-dir", str(tmp_path / "refused"),
+                           "--config", str(config), "--dataloader-num-workers", "2"])
+    assert exit_info.value.code == 2
+    assert "needs --dataloader-num-workers 0" in capsys.readouterr().err.splitlines()[-1]
+    shuffled = []
+    permute = train_script.SitePermutation.__call__
+    monkeypatch.setattr(train_script.SitePermutation, "__call__",
+                        lambda self, features: shuffled.append(len(features)) or permute(self, features))
+    out = tmp_path / "run"
+    train_in_process(train_script, prepared_dataset, out, config, 1, "--calibration-temperatures", "")
+    assert sum(shuffled) == TRAIN_ROWS  # every training batch, and no validation one
+    model = WyckoffTransformerForCrystalGeneration.from_pretrained(out)
+    assert model.config.site_order == "any"
+    out = model.generate(200, seed=0)
+    rank = model.tables.element_rank[out.element_ids]
+    sites = out.element_ids > WyckoffTokenizer.mask_token_id
+    descending = (rank[:, 1:] < rank[:, :-1]) & sites[:, 1:]
+    assert descending.any(1).float().mean() > 0.1  # a canonical-order model never writes a lower-ranked element next

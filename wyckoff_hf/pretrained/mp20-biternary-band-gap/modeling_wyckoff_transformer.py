@@ -24,7 +24,9 @@ in the loss and in ``generate`` alike, so the probability ``forward`` assigns a 
   gives its decoded (canonical) sequence. For a model that fits the data the order masks remove no mass; for
   an imperfect one they renormalise the mass it leaks to out-of-order continuations. Not enforced: the choice
   among the equivalent labellings of the affine normalizer (``WyckoffRepresentation.from_sites(...,
-  canonical=True)``), which is global, not a property of a prefix.
+  canonical=True)``), which is global, not a property of a prefix. A model with ``config.site_order = "any"``
+  (trained on the sites in random orders) has no order masks: it samples the sites in any order, and the
+  probability ``forward`` gives a sequence is that of this one order.
 
 A target outside these masks makes ``forward`` raise (it would otherwise get a huge loss, or silently none).
 
@@ -126,7 +128,8 @@ class CrystalGenerationModelOutput(ModelOutput):
 class GeneratedCrystals(ModelOutput):
     r"""
     Sampled crystals as id tensors of shape ``(num_samples, length)`` in the tokenizer's layout: one token per
-    site in canonical order, then a STOP token (element/site-symmetry/enumeration id = STOP), then padding (0).
+    site (in canonical order, unless ``config.site_order`` is ``"any"``), then a STOP token
+    (element/site-symmetry/enumeration id = STOP), then padding (0).
     Decode with ``WyckoffTokenizer.decode``.
 
     sequences_scores: ``(num_samples,)``, the log-probability of each sample under the distribution it was drawn
@@ -186,6 +189,7 @@ class WyckoffPositionTables(nn.Module):
         if not config.num_wyckoff_positions:
             raise ValueError("the config has no wyckoff_positions; build it with "
                              "WyckoffTransformerConfig.from_tokenizer(WyckoffTokenizer())")
+        self.ordered = config.site_order == "canonical"
         self.register_buffer("wyckoff_positions", torch.zeros(config.num_wyckoff_positions, 5, dtype=torch.int32))
         self.register_buffer("element_rank", torch.zeros(config.element_vocab_size, dtype=torch.int32))
         shape = (config.space_group_vocab_size, config.site_symmetry_vocab_size, config.enumeration_vocab_size)
@@ -220,10 +224,13 @@ class WyckoffPositionTables(nn.Module):
 
     def element_allowed(self, position: torch.Tensor, previous_element: torch.Tensor, max_sites: int,
                         config: WyckoffTransformerConfig) -> torch.Tensor:
-        """``(N, element vocabulary)``: elements ranked at or after the previous site's, STOP after the first site,
-        only STOP once ``max_sites`` sites are placed. ``previous_element`` is PAD for the first token."""
+        """``(N, element vocabulary)``: elements (in canonical order, those ranked at or after the previous site's),
+        STOP after the first site, only STOP once ``max_sites`` sites are placed. ``previous_element`` is PAD for
+        the first token."""
         rank = self.element_rank
-        allowed = (rank[None, :] >= rank[previous_element][:, None]) & (rank >= 0)[None, :]
+        allowed = (rank >= 0)[None, :].expand(len(position), -1).clone()
+        if self.ordered:
+            allowed &= rank[None, :] >= rank[previous_element][:, None]
         allowed[:, config.stop_token_id] = position > 0
         full = position >= max_sites
         allowed[full] = False
@@ -233,9 +240,9 @@ class WyckoffPositionTables(nn.Module):
     def position_allowed(self, space_group: torch.Tensor, used: torch.Tensor, element: torch.Tensor,
                          previous_element: torch.Tensor, previous_letter: torch.Tensor) -> torch.Tensor:
         """``(N, site_symmetry, enumeration)``: positions of each row's group that are not a 0-dof position already
-        taken (``used``, ``(N, site_symmetry * enumeration)``) and, after a site of the same element, at or after
-        its letter (``previous_letter``)."""
-        floor = torch.where(element == previous_element, previous_letter, -1)
+        taken (``used``, ``(N, site_symmetry * enumeration)``) and, in canonical order after a site of the same
+        element, at or after its letter (``previous_letter``)."""
+        floor = torch.where((element == previous_element) & self.ordered, previous_letter, -1)
         return (self.exists[space_group] & (used.view(-1, *self.exists.shape[1:]) == 0)
                 & (self.letter_index[space_group] >= floor[:, None, None]))
 
@@ -419,24 +426,27 @@ def _without(free: tuple[tuple[int, int], ...], taken: dict[int, int]) -> tuple[
 class ElementCountSites:
     """Masks that keep the number of distinct elements of every sample within ``[low, high]``.
 
-    Sites come in canonical order, so a site starts a new element exactly when its element differs from the
-    previous site's. A new element is allowed while fewer than ``high`` are placed, STOP once ``low`` are; and an
-    element only if ``low`` stays reachable after it: enough sites left and enough allowed elements ranked after it
-    (``later``, per element id), since later sites must take elements of higher rank.
+    A site adds an element when no earlier site holds it (``seen``, per row). A new element is allowed while fewer
+    than ``high`` are placed, STOP once ``low`` are; and an element only if ``low`` stays reachable after it: enough
+    sites left and enough allowed elements that may still follow. In canonical order those are the allowed
+    elements ranked after it (``later``, per element id), since later sites take elements of higher rank; in any
+    order (``later`` is ``None``), every allowed element not placed yet.
     """
 
-    def __init__(self, low: int, high: int, later: torch.Tensor, count: int, max_sites: int,
-                 config: WyckoffTransformerConfig) -> None:
-        self.low, self.high, self.later, self.max_sites = low, high, later, max_sites
+    def __init__(self, low: int, high: int, elements: torch.Tensor, later: torch.Tensor | None, count: int,
+                 max_sites: int, config: WyckoffTransformerConfig) -> None:
+        self.low, self.high, self.elements, self.later, self.max_sites = low, high, elements, later, max_sites
         self.stop_token_id = config.stop_token_id
-        self.distinct = torch.zeros(count, dtype=torch.long, device=later.device)
-        self.last = torch.full((count,), config.pad_token_id, dtype=torch.long, device=later.device)
+        self.seen = torch.zeros(count, len(elements), dtype=torch.bool, device=elements.device)
 
     def restrict_elements(self, allowed: torch.Tensor, rows: torch.Tensor, position: int) -> torch.Tensor:
-        distinct = self.distinct[rows]
-        ids = torch.arange(allowed.shape[-1], device=allowed.device)
-        after = distinct[:, None] + (ids[None, :] != self.last[rows][:, None]).long()
-        reachable = after + self.later.clamp(max=self.max_sites - position - 1)[None, :] >= self.low
+        seen = self.seen[rows]
+        new = (~seen).long()
+        distinct = seen.sum(1)
+        after = distinct[:, None] + new
+        later = (self.later[None, :] if self.later is not None
+                 else (self.elements & ~seen).sum(1, keepdim=True) - new * self.elements.long()[None, :])
+        reachable = after + later.clamp(max=self.max_sites - position - 1) >= self.low
         stop = allowed[:, self.stop_token_id] & (distinct >= self.low)
         allowed = allowed & (after <= self.high) & reachable
         allowed[:, self.stop_token_id] = stop
@@ -448,8 +458,7 @@ class ElementCountSites:
 
     def place(self, rows: torch.Tensor, element: torch.Tensor, site_symmetry: torch.Tensor,
               enumeration: torch.Tensor) -> None:
-        self.distinct[rows] += (element != self.last[rows]).long()
-        self.last[rows] = element
+        self.seen[rows, element] = True
 
 
 class CompositionSites:
@@ -921,7 +930,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                  condition: Mapping[str, float | Sequence[float]] | None = None, guidance_scale: float = 1.0,
                  num_elements_range: Sequence[int] | None = None,
                  stop_logit_bias: Sequence[float] | None = None) -> GeneratedCrystals | list[Any]:
-        """Sample ``num_samples`` crystals, valid by construction, sites in canonical order.
+        """Sample ``num_samples`` crystals, valid by construction, sites in canonical order (in any order for a
+        model with ``config.site_order = "any"``).
 
         Args:
             space_group: a group number (1-230) for every sample, or one number per sample; ``None`` samples
@@ -943,12 +953,14 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                 crystal ends it, and a row of STOP alone prompts with the group only), or ``WyckoffRepresentation``
                 objects whose sites are the prefix (encoded with ``tokenizer``, which is then required). A prefix
                 the model cannot produce (a position its group lacks, a 0-dof position twice, sites out of
-                canonical order, more than ``max_sites`` sites) raises a ``ValueError`` naming the prompt and token.
+                canonical order for a canonical-order model, more than ``max_sites`` sites) raises a
+                ``ValueError`` naming the prompt and token.
                 ``space_group``, if also given, must agree with the prompts' groups.
             composition: ``{element: count}`` of a formula unit (symbols or element ids): every sample holds exactly
                 Z times these counts for some Z ≥ 1, within ``max_atoms`` atoms (crystal structure prediction).
                 Renormalised masking, decided exactly (``CompositionMoves``): each step allows only the sites after
-                which the composition stays reachable, so no sample is rejected or cut short. Without
+                which the composition stays reachable, so no sample is rejected or cut short. The sites come in
+                canonical order, also from a model of any order. Without
                 ``space_group`` the groups come from the prior restricted to those that can hold the composition;
                 a composition that no allowed group can hold raises a ``ValueError`` before sampling. Not combined
                 with ``prompt``, ``allowed_elements`` or ``required_elements``.
@@ -1196,9 +1208,10 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
 
     def _element_count_limits(self, num_elements_range: Sequence[int] | None, composition: bool,
                               element_allowed: torch.Tensor, required: torch.Tensor | None,
-                              max_sites: int) -> tuple[int, int, torch.Tensor] | None:
-        """``(low, high, later)`` for ``ElementCountSites`` (``later``: per element id, how many allowed elements
-        rank after it), or ``None`` when no range applies; a ``ValueError`` for a range no sample can meet."""
+                              max_sites: int) -> tuple[int, int, torch.Tensor, torch.Tensor | None] | None:
+        """``(low, high, elements, later)`` for ``ElementCountSites`` (``elements``: the allowed element ids as a
+        mask; ``later``: in canonical order, per element id, how many allowed elements rank after it), or ``None``
+        when no range applies; a ``ValueError`` for a range no sample can meet."""
         if num_elements_range is None:
             if composition:
                 return None
@@ -1218,9 +1231,10 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         if required is not None and len(required) > high:
             raise ValueError(f"required_elements name {len(required)} elements, more than num_elements_range allows "
                              f"({high})")
+        if not self.tables.ordered:
+            return low, high, elements, None
         rank = torch.where(elements, self.tables.element_rank.long(), -1)
-        later = (rank[None, :] > rank[:, None]).sum(1)
-        return low, high, later
+        return low, high, elements, (rank[None, :] > rank[:, None]).sum(1)
 
     def _conditions(self, condition: Mapping[str, float | Sequence[float]] | None,
                     num_samples: int) -> torch.Tensor | None:

@@ -34,6 +34,7 @@ CONSTRUCTION_ONLY = ("wyckoff_positions", "element_canonical_order", "element_de
 CONDITION_FIELDS = ("condition_names", "condition_mean", "condition_std", "condition_embedding_size",
                     "condition_dropout_prob")
 LABEL_FIELDS = ("label_mean", "label_std", "regression_loss")
+SITE_ORDERS = ("canonical", "any")
 _SCALAR = r'(?:"(?:[^"\\]|\\.)*"|[-+\w.]+)'
 # a JSON list of scalars (strings, numbers, literals), as json.dumps(indent=2) spreads it over one line per item
 _SCALAR_LIST = re.compile(rf"\[\s*({_SCALAR}(?:,\s*{_SCALAR})*)\s*\]")
@@ -90,6 +91,12 @@ class WyckoffTransformerConfig(PreTrainedConfig):
             (``WyckoffTokenizer.wyckoff_position_ids()``).
         element_canonical_order: construction input, not saved: the element ids in the canonical site order of
             the training data (Pauling electronegativity, then Z); sampling keeps sites in this order.
+        site_order: ``"canonical"``: the model learns the sites in the canonical order of the data (element rank,
+            then the letter within an element), and the masks of the loss and of ``generate`` enforce it, so the
+            likelihood of a crystal is that of its one sequence. ``"any"``: the sites come in any order, the masks
+            enforce none, and training shows every crystal in a random order drawn afresh each time (``scripts/
+            train.py``), as the WyckoffTransformer authors train a permutation-invariant model; a crystal's
+            likelihood is then the sum over its orders, and that of one order is a lower bound of it.
         pad_token_id, stop_token_id, mask_token_id: the special ids shared by all fields.
         label_mean, label_std: per-label standardisation of regression targets (property prediction): the
             network fits standardised values, so one learning rate suits eV/atom and eV alike, and its outputs
@@ -133,6 +140,7 @@ class WyckoffTransformerConfig(PreTrainedConfig):
     num_wyckoff_positions: int | None = None
     wyckoff_positions: list[list[int]] | None = None
     element_canonical_order: list[int] | None = None
+    site_order: str = "canonical"
     pad_token_id: int | None = 0
     stop_token_id: int = 1
     mask_token_id: int = 2
@@ -189,6 +197,8 @@ class WyckoffTransformerConfig(PreTrainedConfig):
             raise ValueError(f"element_descriptors must be true or false, got {self.element_descriptors!r}")
         if not isinstance(self.label_smoothing, int | float) or not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {self.label_smoothing!r}")
+        if self.site_order not in SITE_ORDERS:
+            raise ValueError(f"site_order must be one of {SITE_ORDERS}, got {self.site_order!r}")
         if self.regression_loss not in ("l1", "mse"):
             raise ValueError(f"regression_loss must be 'l1' or 'mse', got {self.regression_loss!r}")
         for name in ("label_mean", "label_std"):
