@@ -1,7 +1,9 @@
-"""Where a generator's stable samples are: the share within 0.08 eV/atom of the hull by size and template novelty.
+"""Where a generator's stable samples are: the share within 0.08 eV/atom of the hull by size, template novelty and
+SMACT validity.
 
-Read from ``wyckoff-hf evaluate --stability`` reports: the samples are split by their number of Wyckoff sites and
-by whether their template is new.
+Read from ``wyckoff-hf evaluate --stability`` reports: the samples are split by their number of Wyckoff sites, by
+whether their template is new and by whether their composition passes SMACT's charge-neutrality and
+electronegativity screen (``wyckoff_hf.evaluation.validity.composition_validity``, CDVAE's compositional validity).
 
     python scripts/diagnose_stability.py --dataset data_prepared/mp20-biternary-dev \\
         --run shipped model_cards/mp20-biternary/stability-shipped-sampler shipped1000.jsonl [--run NAME REPORT SAMPLES]
@@ -9,7 +11,8 @@ by whether their template is new.
 ``REPORT`` is an ``evaluate --stability`` output folder, ``SAMPLES`` the samples it scored (a ``samples.jsonl`` or
 its folder), matched by sample index. A template is the space group and the Wyckoff letters with the elements
 abstracted away; it is new when no training crystal has it (``wyckoff_hf.evaluation.novelty.novel_templates``).
-The question it answers: does sampling more new templates (issue 13) cost stability (issue 10)?
+The questions it answers: does sampling more new templates (issue 13) cost stability (issue 10)? Does a sampler
+that passes SMACT more often write more stable crystals?
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from wyckoff_hf.evaluation.novelty import novel_templates
 from wyckoff_hf.evaluation.samples import parse_sample_line
 from wyckoff_hf.evaluation.stability import RELAXATIONS_FILE, STABILITY_DIR
 from wyckoff_hf.evaluation.sun import METASTABLE, wilson_interval
+from wyckoff_hf.evaluation.validity import composition_validity
 
 SMALL_SITES = 3  # at most this many Wyckoff sites: "small"
 
 
 def read_run(report: Path, samples: Path) -> pd.DataFrame:
-    """One row per relaxed sample: its number of sites, its representation and whether it is within METASTABLE."""
+    """One row per relaxed sample: its number of sites, its representation, whether SMACT passes its composition
+    (an undecided SMACT counts as not passing) and whether it is within METASTABLE."""
     relaxations_path = report / STABILITY_DIR / RELAXATIONS_FILE
     if not relaxations_path.is_file():
         raise SystemExit(f"{report}: no {STABILITY_DIR}/{RELAXATIONS_FILE}; pass the --output-dir of an evaluate "
@@ -46,6 +51,7 @@ def read_run(report: Path, samples: Path) -> pd.DataFrame:
     representations = [parse_sample_line(lines[index]) for index in relaxed["index"]]
     return pd.DataFrame({"representation": representations,
                          "sites": [len(rep.sites) for rep in representations],
+                         "smact_valid": [composition_validity(rep.composition) is True for rep in representations],
                          "within": (relaxed["e_above_hull"] <= METASTABLE).to_numpy()})
 
 
@@ -78,6 +84,8 @@ def main(argv: list[str] | None = None) -> None:
         "new template": lambda f: f.new_template.to_numpy(),
         f"new template, at most {SMALL_SITES} sites": lambda f: (f.new_template & (f.sites <= SMALL_SITES)).to_numpy(),
         f"new template, more than {SMALL_SITES} sites": lambda f: (f.new_template & (f.sites > SMALL_SITES)).to_numpy(),
+        "SMACT-valid composition": lambda f: f.smact_valid.to_numpy(),
+        "SMACT-invalid composition": lambda f: ~f.smact_valid.to_numpy(),
     }
     print(f"Samples (share of the run): within {METASTABLE} eV/atom of the hull [95 % interval]\n")
     print("| group | " + " | ".join(runs) + " |\n|---|" + "---:|" * len(runs))

@@ -26,6 +26,7 @@ from wyckoff_hf.evaluation.relaxation import (
     static_energies,
 )
 from wyckoff_hf.evaluation.sun import sun_metrics, wilson_interval
+from wyckoff_hf.evaluation.validity import composition_validity
 from wyckoff_hf.generation.jobs import DEFAULT_MODEL
 from wyckoff_hf.tokenization import WyckoffRepresentation
 from wyckoff_hf.utils.parallel import parallel_map
@@ -387,6 +388,10 @@ def test_diagnose_stability_splits_the_stable_share_by_template_and_size(tmp_pat
     assert rows["known template"] == rows["new template"] == "2 (50 %): 50.0 % [9.5, 90.5]"
     assert rows["new template, at most 3 sites"] == "1 (25 %): 100.0 % [20.7, 100.0]"
     assert rows["new template, more than 3 sites"] == "1 (25 %): 0.0 % [0.0, 79.3]"
+    # Tm4Mg4Hg8 (metals: an alloy), Zn3N2 and NaCl are charge-balanced, Na4Cl5 is not
+    assert [composition_validity(rep.composition) for rep in samples] == [True, True, True, False]
+    assert rows["SMACT-valid composition"] == "3 (75 %): 66.7 % [20.8, 93.9]"
+    assert rows["SMACT-invalid composition"] == "1 (25 %): 0.0 % [0.0, 79.3]"
     (tmp_path / "samples.jsonl").write_text(json.dumps(new_small.to_dict()) + "\n")
     with pytest.raises(SystemExit, match="sample index 3 is past the 1 lines"):
         diagnose.main(["--dataset", str(tiny_dataset), "--run", "tiny", str(tmp_path / "run"), str(tmp_path)])
