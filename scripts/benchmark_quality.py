@@ -36,7 +36,6 @@ compared with the test split would be at distance 0; train vs test is the floor 
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import shlex
 import sys
@@ -48,6 +47,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sympy.utilities.iterables import multiset_permutations
 
 from wyckoff_hf.data import load_wyckoff_dataset
 from wyckoff_hf.evaluation import (
@@ -148,6 +148,14 @@ def validation_nll(model, tokenizer, validation: Sequence[WyckoffRepresentation]
                for field, total in cross_entropy.items()}}
 
 
+def distinct_orders(sites: Sequence) -> list[tuple]:
+    """Every distinct order of ``sites``, each once: repeated sites (same element and position) are not told apart, so
+    there are n! / (product of the repeats' factorials) of them, where ``itertools.permutations`` would make n!."""
+    kinds = list(dict.fromkeys(sites))
+    return [tuple(kinds[kind] for kind in order)
+            for order in multiset_permutations([kinds.index(site) for site in sites])]
+
+
 def crystal_sequences(crystal: WyckoffRepresentation, any_order: bool,
                       rng: np.random.Generator) -> tuple[list[WyckoffRepresentation], float]:
     """The sequences whose probabilities add up to the crystal's, and the log of the factor their sum is scaled by:
@@ -161,7 +169,7 @@ def crystal_sequences(crystal: WyckoffRepresentation, any_order: bool,
     count = len(labellings) * orders
     if count <= MAX_VARIANTS:
         return [WyckoffRepresentation(labelling.space_group, order) for labelling in labellings
-                for order in sorted(set(itertools.permutations(labelling.sites)), key=str)], 0.0
+                for order in distinct_orders(labelling.sites)], 0.0
     draws = [labellings[rng.integers(len(labellings))] for _ in range(MAX_VARIANTS)]
     return ([WyckoffRepresentation(draw.space_group, tuple(draw.sites[i] for i in rng.permutation(len(draw.sites))))
              for draw in draws], math.log(count / MAX_VARIANTS))

@@ -110,6 +110,16 @@ def test_crystal_nll_of_a_model_of_any_order_also_sums_the_orders(benchmark, tok
     assert len(set(estimates)) > 1 and sum(estimates) / len(estimates) == pytest.approx(p, rel=0.05)
 
 
+def test_distinct_orders_of_repeated_sites_are_listed_once(benchmark):
+    # 13 silicon orbits on P1's one position and one oxygen: 14 distinct orders, where 14! permutations would hang
+    crystal = WyckoffRepresentation.from_sites(1, [("Si", "a")] * 13 + [("O", "a")])
+    orders = benchmark.distinct_orders(crystal.sites)
+    assert len(orders) == len(set(orders)) == 14
+    assert all(sorted(map(str, order)) == sorted(map(str, crystal.sites)) for order in orders)
+    sequences, log_factor = benchmark.crystal_sequences(crystal, True, None)
+    assert log_factor == 0.0 and {rep.sites for rep in sequences} == set(orders)
+
+
 def test_command_line_drops_the_row_name(benchmark):
     assert benchmark.command_line(["--model", "m", "--markdown-row", "a b", "--seed", "1"]) == \
         "python scripts/benchmark_quality.py --model m --seed 1"
