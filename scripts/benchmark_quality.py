@@ -2,7 +2,7 @@
 
     python scripts/benchmark_quality.py --model wyckoff_hf/pretrained/mp20-biternary \\
         --dataset data_prepared/mp20-biternary-dev --num-samples 10000 [--seed 0] [--temperature T] \\
-        [--num-elements-range LOW HIGH] [--markdown-row NAME]
+        [--field-temperature FIELD=T ...] [--num-elements-range LOW HIGH] [--markdown-row NAME]
 
 Every row is measured on Wyckoff representations only (no 3D realisation), so 10,000 samples take about
 20 s on one CPU core (the shipped model); the metrics are those of ``wyckoff_hf.evaluation`` (``wyckoff-hf
@@ -31,6 +31,9 @@ evaluate``), here without structures:
 The baseline column scores real crystals the same way: the first N test rows against train for the set metrics
 (novelty, uniqueness, P1, SMACT, support), and the first N train rows against test for the distances (a test row
 compared with the test split would be at distance 0; train vs test is the floor two samples of the data reach).
+Uniqueness is not comparable between the two columns: the test split lists distinct materials (its few repeats are
+structures that share a Wyckoff representation), the samples are independent draws; the collision line under the
+table says how spread out a sampler must be to meet the target.
 """
 
 from __future__ import annotations
@@ -58,11 +61,13 @@ from wyckoff_hf.evaluation import (
     validity_metrics,
     wasserstein_distances,
 )
+from wyckoff_hf.evaluation.novelty import canonical
 from wyckoff_hf.evaluation.statistics import COUNTED_PROPERTIES
 from wyckoff_hf.evaluation.validity import fraction
 from wyckoff_hf.generation import load_generator, sample_crystals
 from wyckoff_hf.generation.jobs import set_threads
 from wyckoff_hf.tokenization import WyckoffRepresentation
+from wyckoff_hf.utils.arguments import name_value
 
 NLL_BATCH = 64  # validation crystals per teacher-forced forward pass, of similar sizes
 MAX_VARIANTS = 64  # sequences per crystal summed exactly in the crystal NLL; beyond, as many drawn
@@ -110,6 +115,25 @@ def set_metrics(crystals: Sequence[WyckoffRepresentation], train: Sequence[Wycko
         "p1_fraction": symmetry_metrics(crystals, [])["p1_fraction"],
         "compositional_valid": validity_metrics(samples, structure_metrics=False)["compositional_valid"],
     }
+
+
+def collisions(crystals: Sequence[WyckoffRepresentation]) -> str:
+    """How concentrated the sampler is, which uniqueness measures at one sample size only: the unbiased estimate of
+    Σ p² over crystals (pairs of equal samples / all pairs), read as the number of equally likely crystals that
+    would collide as often, beside what 99 % uniqueness asks at this size (uniqueness ≈ 1 − (n − 1) Σ p² / 2 while
+    collisions are rare, so Σ p² ≤ 0.02 / (n − 1))."""
+    counts = Counter(canonical(rep) for rep in crystals)
+    n = len(crystals)
+    repeated = sum(count > 1 for count in counts.values())
+    pairs = sum(count * (count - 1) // 2 for count in counts.values())
+    if n < 2:
+        return "collisions: fewer than two samples"
+    head = f"collisions: {repeated} crystals drawn more than once, {pairs} equal pairs"
+    if not pairs:
+        return f"{head}; 99 % uniqueness of {n} samples needs Σ p² ≤ {0.02 / (n - 1):.2g}"
+    sum_p2 = pairs / (n * (n - 1) / 2)
+    return (f"{head}: Σ p² ≈ {sum_p2:.3g}, as from {1 / sum_p2:,.0f} equally likely crystals; 99 % uniqueness of "
+            f"{n} samples needs Σ p² ≤ {0.02 / (n - 1):.2g}, at least {(n - 1) / 0.02:,.0f} of them")
 
 
 def distance_metrics(crystals: Sequence[WyckoffRepresentation], test: Sequence[WyckoffRepresentation]
@@ -235,6 +259,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature (default: the model's generation_config)")
+    parser.add_argument("--field-temperature", type=name_value, action="append", default=None, metavar="FIELD=T",
+                        help="temperature of one field (element, site_symmetry, enumeration), before --temperature; "
+                             "repeatable")
     parser.add_argument("--num-elements-range", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="distinct elements per sample (default: the model's generation_config)")
     parser.add_argument("--device", default="cpu")
@@ -257,8 +284,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | None]
     if not reference.validation:
         raise ValueError(f"{args.dataset} has no validation split: the validation NLL needs one")
     sampling = time.perf_counter()
+    field_temperatures = None if args.field_temperature is None else dict(args.field_temperature)
+    temperatures = model.sampling_temperatures(args.temperature, field_temperatures)
     crystals = sample_crystals(model, tokenizer, args.num_samples, seed=args.seed, temperature=args.temperature,
-                               num_elements_range=args.num_elements_range)
+                               field_temperatures=field_temperatures, num_elements_range=args.num_elements_range)
     sampling = time.perf_counter() - sampling
     values = {**set_metrics(crystals, reference.train), **distance_metrics(crystals, reference.test),
               **validation_nll(model, tokenizer, reference.validation),
@@ -266,11 +295,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | None]
     baseline = {**set_metrics(reference.test[:args.num_samples], reference.train),
                 **distance_metrics(reference.train[:args.num_samples], reference.test)}
     seconds = time.perf_counter() - start
-    temperature = args.temperature if args.temperature is not None else model.generation_config.temperature
-    print(f"model {args.model}, {len(crystals)} samples (seed {args.seed}, temperature {temperature}); reference "
+    temperature = ", ".join(f"{field} {value:g}" for field, value in temperatures.items())
+    print(f"model {args.model}, {len(crystals)} samples (seed {args.seed}, temperatures {temperature}); reference "
           f"{args.dataset}: {len(reference.train)} train, {len(reference.validation)} validation, "
           f"{len(reference.test)} test rows ({len(reference.skipped)} skipped)")
     print(quality_table(values, baseline))
+    print(collisions(crystals))
     print(f"wall time {seconds:.1f} s (sampling {sampling:.1f} s)")
     if args.markdown_row:
         print(experiments_row(args.markdown_row, command_line(sys.argv[1:] if argv is None else argv), values))

@@ -1,11 +1,14 @@
 """Shared fixtures: the shared data folder, a tiny prepared dataset, the default tokenizer, the local Hub stand-in and
-a pyxtal that stalls."""
+a pyxtal that stalls; ``load_script``, a script of ``scripts/`` as a module."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from fake_hub import FakeHub, serve_fake_hub
@@ -13,7 +16,17 @@ from fake_hub import FakeHub, serve_fake_hub
 from wyckoff_hf.tokenization import WyckoffTokenizer
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY_DATASET_MAX_SITES = 8
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` imported as the module ``NAME`` (registered in ``sys.modules``, as its dataclasses need)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

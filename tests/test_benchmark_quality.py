@@ -1,13 +1,11 @@
 """scripts/benchmark_quality.py on a tiny random model and a tiny prepared dataset: every row, sane values."""
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_DATASET_MAX_SITES
+from conftest import TINY_DATASET_MAX_SITES, load_script
 
 from wyckoff_hf.data import load_wyckoff_dataset
 from wyckoff_hf.evaluation import ReferenceSet
@@ -25,12 +23,7 @@ NUM_SAMPLES = 300
 
 @pytest.fixture(scope="module")
 def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_quality", ROOT / "scripts" / "benchmark_quality.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
+    return load_script("benchmark_quality")
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +45,7 @@ def test_table_has_every_row_and_sane_values(benchmark, tiny_model, tiny_dataset
     assert table[0] == "| metric | target | value | test split (baseline) |"
     assert [line.split(" | ")[0].removeprefix("| ") for line in table[1:-1]] == [row.label for row in benchmark.ROWS]
     assert f"{NUM_SAMPLES} samples (seed 3" in out and "wall time" in out
+    assert f"99 % uniqueness of {NUM_SAMPLES} samples needs Σ p² ≤ 6.7e-05" in out  # the collisions line
 
     values, baseline = result["values"], result["baseline"]
     fractions = [row.key for row in benchmark.ROWS if row.is_fraction]
@@ -70,6 +64,34 @@ def test_table_has_every_row_and_sane_values(benchmark, tiny_model, tiny_dataset
     header = next(line for line in (ROOT / "model_cards" / "experiments.md").read_text().splitlines()
                   if line.startswith("| experiment |"))
     assert row.count(" | ") == header.count(" | ")  # the row fits the experiments table
+
+
+def test_field_temperatures_reach_the_sampler_and_the_header(benchmark, tiny_model, tiny_dataset, capsys,
+                                                             monkeypatch):
+    seen = {}
+    sample = benchmark.sample_crystals
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "sample_crystals", spy)
+    benchmark.main(["--model", str(tiny_model), "--dataset", str(tiny_dataset), "--num-samples", "50",
+                    "--temperature", "0.8", "--field-temperature", "site_symmetry=2", "--markdown-row", "hot"])
+    out = capsys.readouterr().out
+    assert seen["temperature"] == 0.8 and seen["field_temperatures"] == {"site_symmetry": 2.0}
+    assert "temperatures element 0.8, site_symmetry 2, enumeration 0.8)" in out
+    assert "--temperature 0.8 --field-temperature site_symmetry=2`" in out.splitlines()[-1]
+
+
+def test_collisions_estimate_the_sum_of_squared_probabilities(benchmark):
+    nacl = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
+    swapped = WyckoffRepresentation.from_sites(225, [("Na", "b"), ("Cl", "a")], canonical=False)  # the same crystal
+    kcl = WyckoffRepresentation.from_sites(225, [("K", "a"), ("Cl", "b")])
+    line = benchmark.collisions([nacl, swapped, kcl, nacl])  # NaCl 3 times: 3 equal pairs of 6
+    assert line == ("collisions: 1 crystals drawn more than once, 3 equal pairs: Σ p² ≈ 0.5, as from 2 equally "
+                    "likely crystals; 99 % uniqueness of 4 samples needs Σ p² ≤ 0.0067, at least 150 of them")
+    assert benchmark.collisions([nacl, kcl]).endswith("0 equal pairs; 99 % uniqueness of 2 samples needs Σ p² ≤ 0.02")
 
 
 def test_validation_nll_does_not_depend_on_batching(benchmark, tiny_model, tiny_dataset, monkeypatch):

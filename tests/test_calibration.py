@@ -1,5 +1,7 @@
 """Calibration: the temperature whose samples match the validation statistics best, then the STOP shifts."""
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -20,11 +22,12 @@ THREE_SITES = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b"), (
 class TemperatureStub:
     """Samples more sites the hotter it runs: 1 site below T = 0.75, 2 up to T = 1.25, 3 above."""
 
-    def __init__(self):
+    def __init__(self, field_temperatures=None):
         self.calls = []
+        self.generation_config = SimpleNamespace(field_temperatures=field_temperatures)
 
-    def generate(self, num_samples, space_group, temperature, seed, tokenizer):
-        self.calls.append((num_samples, list(space_group), temperature, seed))
+    def generate(self, num_samples, space_group, temperature, seed, tokenizer, field_temperatures):
+        self.calls.append((num_samples, list(space_group), temperature, seed, field_temperatures))
         rep = ONE_SITE if temperature < 0.75 else TWO_SITES if temperature <= 1.25 else THREE_SITES
         return [rep] * num_samples
 
@@ -40,7 +43,15 @@ def test_calibration_picks_the_matching_temperature_in_the_validation_groups():
                                        samples_per_row=3)
     assert best == 1.0
     assert [point.distance for point in scan] == [2.0, 0.0, 2.0]
-    assert stub.calls[0] == (6, [225] * 6, 0.5, 7)
+    assert stub.calls[0] == (6, [225] * 6, 0.5, 7, None)
+
+
+def test_calibration_keeps_the_checkpoint_field_temperatures():
+    """A checkpoint that tempers the structural fields on its own keeps them while the common temperature is
+    scanned (an explicit ``temperature`` alone would override them in ``generate``)."""
+    stub = TemperatureStub({"site_symmetry": 2.0})
+    calibrate_temperature(stub, None, [TWO_SITES], [0.8, 1.0])
+    assert [call[2:] for call in stub.calls] == [(0.8, 0, {"site_symmetry": 2.0}), (1.0, 0, {"site_symmetry": 2.0})]
 
 
 def test_ties_go_to_the_temperature_closest_to_one():
@@ -98,6 +109,23 @@ def test_stop_calibration_moves_the_sampled_number_of_sites_toward_validation(un
     assert best < 0.5 * rounds[0]["sites_distance"]
     shifted = untrained.generate(num_samples=160, space_group=225, seed=0, tokenizer=tokenizer, stop_logit_bias=bias)
     assert distribution_distance(shifted, validation)[0] < rounds[0]["sites_distance"]
+
+
+def test_stop_calibration_samples_with_the_checkpoint_field_temperatures(untrained, tokenizer, monkeypatch):
+    validation = [TWO_SITES, THREE_SITES] * 30
+    plain, _ = calibrate_stop_bias(untrained, tokenizer, validation, temperature=1.0, samples_per_row=2, rounds=1)
+    monkeypatch.setattr(untrained.generation_config, "field_temperatures", {"site_symmetry": 0.05})
+    seen = []
+    generate = untrained.generate
+
+    def spy(*args, **kwargs):
+        seen.append(untrained.sampling_temperatures(kwargs["temperature"], kwargs["field_temperatures"]))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(untrained, "generate", spy)
+    cold, _ = calibrate_stop_bias(untrained, tokenizer, validation, temperature=1.0, samples_per_row=2, rounds=1)
+    assert seen == [{"element": 1.0, "site_symmetry": 0.05, "enumeration": 1.0}] * 2
+    assert cold != plain  # another sampler, other shifts
 
 
 def test_a_negative_number_of_stop_rounds_is_refused(untrained, tokenizer):

@@ -103,6 +103,8 @@ def test_out_of_range_arguments_are_refused_before_any_work(tmp_path, capsys):
     (["--model", "./missing"], "no model folder at ./missing"),
     (["--device", "cuda"], "--device cuda: no CUDA GPU is visible"),
     (["--device", "gpu0"], "--device 'gpu0' is not a torch device"),
+    (["--field-temperature", "wyckoff=2"], "field_temperatures names unknown field(s) ['wyckoff']"),
+    (["--field-temperature", "site_symmetry=0"], "the temperature of field 'site_symmetry' must be a positive"),
 ])
 def test_bad_generate_arguments_give_one_line(tmp_path, capsys, argv, message):
     if argv[:2] == ["--device", "cuda"]:
@@ -110,6 +112,22 @@ def test_bad_generate_arguments_give_one_line(tmp_path, capsys, argv, message):
     assert main(["generate", "-n", "2", "--output-dir", str(tmp_path / "out"), *argv]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"wyckoff-hf generate: error: {message}")
+
+
+def test_field_temperatures_are_sampled_at_and_recorded_per_field(tmp_path):
+    """``--field-temperature`` reaches ``generate``: the manifest records each field's temperature, the other fields
+    keep the checkpoint's, and the samples differ from the checkpoint's default ones."""
+    out = tmp_path / "hot"
+    argv = ["generate", "-n", "40", "--seed", "3", "--field-temperature", "site_symmetry=2.5",
+            "--field-temperature", "enumeration=2.5", "--output-dir"]
+    assert main([*argv, str(out)]) == 0 and main(["generate", "-n", "40", "--seed", "3", "--output-dir",
+                                                  str(tmp_path / "default")]) == 0
+    generation = json.loads((out / "manifest.json").read_text())["generation"]
+    default = json.loads((tmp_path / "default" / "manifest.json").read_text())["generation"]
+    calibrated = default["temperature"]["element"]
+    assert default["temperature"] == dict.fromkeys(("element", "site_symmetry", "enumeration"), calibrated)
+    assert generation["temperature"] == {"element": calibrated, "site_symmetry": 2.5, "enumeration": 2.5}
+    assert (out / "samples.jsonl").read_text() != (tmp_path / "default" / "samples.jsonl").read_text()
 
 
 def test_training_folders_are_named_with_what_to_pass_instead(tmp_path, capsys):

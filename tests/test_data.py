@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import load_script
 from datasets import Dataset, DatasetDict
 from huggingface_hub import DatasetCard, constants
 from pymatgen.core import Lattice, Structure
@@ -229,10 +229,7 @@ def test_prepare_script_end_to_end_and_push(tmp_path: Path, two_split_folder: Pa
 @pytest.fixture(scope="module")
 def prepare_script():
     """scripts/prepare_dataset.py as a module, for the checks that run before any conversion."""
-    spec = importlib.util.spec_from_file_location("prepare_dataset_script", ROOT / "scripts" / "prepare_dataset.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prepare_dataset")
 
 
 def test_prepare_script_options(tmp_path: Path, prepare_script) -> None:

@@ -43,8 +43,11 @@ def validation(shared_data, tokenizer) -> dict[str, torch.Tensor]:
     return dict(tokenizer([c for c in crystals if len(c.sites) <= TINY["max_sites"]][:12], return_tensors="pt"))
 
 
-def reference_log_likelihood(model, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
-    """log p of each row, one cascade step at a time; the masks of impossible values are read from ``forward``."""
+def reference_log_likelihood(model, batch: dict[str, torch.Tensor],
+                             temperature: float | dict[str, float] = 1.0) -> torch.Tensor:
+    """log p of each row, one cascade step at a time, at one temperature or one per field; the masks of impossible
+    values are read from ``forward``."""
+    temperatures = temperature if isinstance(temperature, dict) else dict.fromkeys(UNKNOWN, temperature)
     masks = model(**batch)
     minimum = torch.finfo(masks.element_logits.dtype).min
     totals = []
@@ -59,7 +62,7 @@ def reference_log_likelihood(model, batch: dict[str, torch.Tensor], temperature:
                 inputs = {key: value[None, : i + 1].clone() for key, value in ids.items()}
                 for key in UNKNOWN[field]:
                     inputs[key][0, i] = 0 if key in ("multiplicity", "dof") else MASK_ID
-                logits = model.heads[field](model.model(**inputs).last_hidden_state[0, i]) / temperature
+                logits = model.heads[field](model.model(**inputs).last_hidden_state[0, i]) / temperatures[field]
                 impossible = masks[f"{field}_logits"][row, i] == minimum
                 log_probs = logits.masked_fill(impossible, -torch.inf).log_softmax(-1)
                 total += float(log_probs[ids[f"{field}_ids"][i]])
@@ -110,6 +113,58 @@ def test_generate_scores_follow_the_temperature(model):
     cold, hot = (model(**generated_batch(model.generate(300, seed=2, temperature=t))).log_likelihood
                  for t in (0.5, 2.0))
     assert cold.mean() > hot.mean() + 1.0
+
+
+@torch.no_grad()
+def test_each_field_samples_at_its_own_temperature(model):
+    """``field_temperatures`` tempers each head by its own temperature: the scores are the reference cascade's with
+    each field's logits divided by its temperature (one temperature for all three would not give them), and equal
+    temperatures per field draw the very samples of the common temperature."""
+    temperatures = {"element": 0.7, "site_symmetry": 3.0, "enumeration": 0.4}
+    out = model.generate(6, seed=1, field_temperatures=temperatures)
+    expected = reference_log_likelihood(model, generated_batch(out), temperature=temperatures)
+    assert torch.allclose(out.sequences_scores, expected, atol=1e-4), (out.sequences_scores, expected)
+    assert not torch.allclose(out.sequences_scores, reference_log_likelihood(model, generated_batch(out), 0.7),
+                              atol=1e-2)
+    per_field = model.generate(32, seed=4, field_temperatures=dict.fromkeys(UNKNOWN, 0.5))
+    common = model.generate(32, seed=4, temperature=0.5)
+    for key in ("element_ids", "site_symmetry_ids", "enumeration_ids", "sequences_scores"):
+        assert torch.equal(per_field[key], common[key]), key
+
+
+def test_sampling_temperatures_take_arguments_before_the_checkpoint_defaults(model, monkeypatch):
+    monkeypatch.setattr(model.generation_config, "temperature", 0.9)
+    monkeypatch.setattr(model.generation_config, "field_temperatures", {"site_symmetry": 2.0})
+    assert model.sampling_temperatures() == {"element": 0.9, "site_symmetry": 2.0, "enumeration": 0.9}
+    assert model.sampling_temperatures(None, {"enumeration": 3}) == {"element": 0.9, "site_symmetry": 2.0,
+                                                                     "enumeration": 3.0}
+    assert model.sampling_temperatures(1.0) == {"element": 1.0, "site_symmetry": 1.0, "enumeration": 1.0}
+    assert model.sampling_temperatures(1.2, {"element": 0.5}) == {"element": 0.5, "site_symmetry": 1.2,
+                                                                  "enumeration": 1.2}
+    # generate samples at them: the checkpoint's per-field default draws what the same values passed draw
+    default = model.generate(16, seed=5)
+    explicit = model.generate(16, seed=5, field_temperatures=model.sampling_temperatures())
+    assert torch.equal(default.sequences_scores, explicit.sequences_scores)
+    assert not torch.equal(default.sequences_scores, model.generate(16, seed=5, temperature=0.9).sequences_scores)
+
+
+@pytest.mark.parametrize(("temperature", "field_temperatures", "message"), [
+    (None, {"elements": 1.0}, "field_temperatures names unknown field(s) ['elements']; the fields are ['element', "),
+    (None, {"site_symmetry": 0}, "the temperature of field 'site_symmetry' must be a positive finite number, got 0"),
+    (None, {"enumeration": float("inf")}, "the temperature of field 'enumeration' must be a positive finite number"),
+    (None, {"element": "hot"}, "the temperature of field 'element' must be a positive finite number, got 'hot'"),
+    (-1.0, None, "the temperature of field 'element' must be a positive finite number, got -1.0"),
+])
+def test_bad_temperatures_are_refused_naming_the_field(model, temperature, field_temperatures, message):
+    with pytest.raises(ValueError) as error:
+        model.generate(2, temperature=temperature, field_temperatures=field_temperatures)
+    assert message in str(error.value)
+
+
+def test_a_bad_checkpoint_field_temperature_names_the_generation_config(model, monkeypatch):
+    monkeypatch.setattr(model.generation_config, "field_temperatures", {"stop": 2.0})
+    with pytest.raises(ValueError, match=r"generation_config.field_temperatures names unknown field\(s\) \['stop'\]"):
+        model.generate(2)
 
 
 def test_required_elements_sample_the_conditional(model, tokenizer):

@@ -4,16 +4,15 @@ randomly initialised models saved to temporary folders."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import test_benchmark_quality
 import torch
+from conftest import load_script
 from pymatgen.core import Lattice, Structure
 from transformers import pipeline
 
@@ -28,7 +27,6 @@ from wyckoff_hf.modeling import (
 from wyckoff_hf.prediction import CompositionFamilyBaseline, PropertyPredictor, predict_table
 from wyckoff_hf.tokenization import StructureParseError, WyckoffRepresentation, WyckoffTokenizer
 
-ROOT = Path(__file__).resolve().parent.parent
 TINY = test_benchmark_quality.TINY  # the tiny_dataset fixture (conftest) has at most TINY's max_sites sites
 NACL = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
 PNMA = WyckoffRepresentation.from_sites(62, [("Na", "c"), ("Cl", "c"), ("O", "d")])
@@ -240,14 +238,6 @@ def test_baseline_uses_formula_then_chemical_system_then_global_mean():
 
 
 # ------------------------------------------------------------------------------------------ benchmark scripts
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_benchmark_property_scores_model_and_baseline_on_the_same_rows(regressor, classifier, tiny_dataset,

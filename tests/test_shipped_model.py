@@ -82,6 +82,8 @@ def test_pipeline_task():
     assert [c["text"] for c in first] == [c["text"] for c in again]
     assert all(isinstance(c["representation"], WyckoffRepresentation) for c in first)
     assert generator({"num_samples": 2, "space_group": 221}, seed=0)[0]["space_group"] == 221
+    hot = generator(5, seed=3, field_temperatures={"site_symmetry": 3.0, "enumeration": 3.0})
+    assert [c["text"] for c in hot] != [c["text"] for c in first]  # the keyword reaches generate
 
 
 def test_pipeline_task_defaults_to_the_shipped_model():

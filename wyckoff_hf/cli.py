@@ -52,7 +52,10 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
                         help="saved model folder or Hub id (default: the shipped mp20-biternary checkpoint)")
     parser.add_argument("--temperature", type=positive_float, default=None,
-                        help="sampling temperature (default: the checkpoint's calibrated one)")
+                        help="sampling temperature of every field (default: the checkpoint's calibrated one)")
+    parser.add_argument("--field-temperature", type=name_value, action="append", default=None,
+                        metavar="FIELD=T", help="temperature of one field, element, site_symmetry or enumeration "
+                        "(repeatable; before --temperature, e.g. site_symmetry=1.5)")
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed of sampling; structure i is realised with seed SEED + i (default: 0)")
     parser.add_argument("--device", default=None, help="torch device for sampling, e.g. cuda (default: cpu)")
@@ -143,7 +146,7 @@ def _start_job(args: argparse.Namespace):
     model, tokenizer = load_generator(args.model, args.device)
     threads = set_threads(args.threads, str(model.device.type))
     generation = {"model": args.model or "shipped default", "seed": args.seed,
-                  "temperature": args.temperature or model.generation_config.temperature,
+                  "temperature": model.sampling_temperatures(args.temperature, _field_temperatures(args)),
                   "space_group": args.space_group, "device": str(model.device), "threads": threads}
     return model, tokenizer, settings, generation
 
@@ -166,6 +169,11 @@ def _finish_job(args: argparse.Namespace, representations, settings, manifest: d
 
         write_sample_predictions(out, representations, predictors)
     return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
+
+
+def _field_temperatures(args: argparse.Namespace) -> dict[str, float] | None:
+    """``--field-temperature site_symmetry=1.5 ...`` as ``generate``'s ``field_temperatures``."""
+    return None if args.field_temperature is None else dict(args.field_temperature)
 
 
 def _prompt(space_groups: list[int] | None, sites: list[str] | None):
@@ -195,7 +203,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
     representations, scores = sample_crystals(
         model, tokenizer, args.num_samples, space_group, seed=args.seed, return_scores=True,
-        temperature=args.temperature, allowed_elements=args.allowed_elements,
+        temperature=args.temperature, field_temperatures=_field_temperatures(args),
+        allowed_elements=args.allowed_elements,
         required_elements=args.required_elements, prompt=prompt, condition=condition,
         guidance_scale=args.guidance_scale, num_elements_range=args.num_elements_range)
     generation.update(allowed_elements=args.allowed_elements, required_elements=args.required_elements,
@@ -214,7 +223,8 @@ def _run_csp(args: argparse.Namespace) -> int:
     formula = formula_unit(args.composition)  # a bad formula fails before the model loads
     model, tokenizer, settings, generation = _start_job(args)
     predictions = predict_structures(formula, model, tokenizer, n=args.num_samples, space_group=args.space_group,
-                                     max_atoms=args.max_atoms, temperature=args.temperature, seed=args.seed)
+                                     max_atoms=args.max_atoms, temperature=args.temperature,
+                                     field_temperatures=_field_temperatures(args), seed=args.seed)
     csp = {"composition": formula, "num_samples": args.num_samples, "max_atoms": args.max_atoms,
            "log_probabilities": [p.log_probability for p in predictions], "counts": [p.count for p in predictions]}
     preview = [f"{len(predictions)} distinct crystals of {args.composition} in {args.num_samples} samples, likeliest "

@@ -16,6 +16,9 @@ A temperature scales every decision at once; the number of sites is decided by S
 temperature, ``calibrate_stop_bias`` fits one shift of the STOP logit per position (the number of sites placed
 so far) so that the sampled number of sites follows the validation split: the validation hazard
 h_k = P(n = k | n ≥ k) against the sampled one, corrected in log-odds for a few rounds of sampling.
+
+Fields the checkpoint tempers on its own (``generation_config.field_temperatures``) keep their temperatures in both
+calibrations, which then tune the common temperature of the other fields, and the STOP shifts of that sampler.
 """
 
 from __future__ import annotations
@@ -55,6 +58,12 @@ def distribution_distance(generated: Sequence[WyckoffRepresentation],
     return distances["wasserstein_num_sites"], distances["wasserstein_num_elements"]
 
 
+def checkpoint_field_temperatures(model) -> dict[str, float] | None:
+    """The fields ``model``'s checkpoint samples at their own temperatures (``generate`` would let an explicit
+    ``temperature`` override them: calibration passes them back, so that it tunes the sampler the checkpoint uses)."""
+    return getattr(model.generation_config, "field_temperatures", None)
+
+
 def calibrate_temperature(model, tokenizer: WyckoffTokenizer, validation: Sequence[WyckoffRepresentation],
                           temperatures: Sequence[float], seed: int = 0,
                           samples_per_row: int = SAMPLES_PER_ROW) -> tuple[float, list[CalibrationPoint]]:
@@ -65,7 +74,8 @@ def calibrate_temperature(model, tokenizer: WyckoffTokenizer, validation: Sequen
     scan = []
     for temperature in temperatures:
         generated = model.generate(num_samples=len(space_groups), space_group=space_groups,
-                                   temperature=temperature, seed=seed, tokenizer=tokenizer)
+                                   temperature=temperature, seed=seed, tokenizer=tokenizer,
+                                   field_temperatures=checkpoint_field_temperatures(model))
         scan.append(CalibrationPoint(float(temperature), *distribution_distance(generated, validation)))
     best = min(scan, key=lambda point: (point.distance, abs(point.temperature - 1.0)))
     return best.temperature, scan
@@ -129,7 +139,8 @@ def calibrate_stop_bias(model, tokenizer: WyckoffTokenizer, validation: Sequence
     history, tried = [], []
     for round_ in range(rounds + 1):
         generated = model.generate(num_samples=len(space_groups), space_group=space_groups, temperature=temperature,
-                                   seed=seed, tokenizer=tokenizer, stop_logit_bias=bias.tolist())
+                                   seed=seed, tokenizer=tokenizer, stop_logit_bias=bias.tolist(),
+                                   field_temperatures=checkpoint_field_temperatures(model))
         history.append({"round": round_, "sites_distance": distribution_distance(generated, validation)[0]})
         tried.append([round(float(value), 4) for value in bias])
         if round_ == rounds:

@@ -125,17 +125,20 @@ def crystal_log_probabilities(model, tokenizer, crystals: Sequence[WyckoffRepres
 def predict_structures(composition: str | Mapping[str, float] | Any, model, tokenizer, n: int = 100,
                        space_group: int | None = None, max_atoms: int | None = None,
                        temperature: float | None = None, seed: int | None = 0,
-                       batch_size: int | None = None) -> list[StructurePrediction]:
+                       batch_size: int | None = None,
+                       field_temperatures: Mapping[str, float] | None = None) -> list[StructurePrediction]:
     """Sample ``n`` crystals of ``composition`` (a formula, pymatgen ``Composition`` or mapping; reduced to its
     formula unit) and return the distinct ones, likeliest first.
 
     ``space_group`` fixes the group (else groups come from the model's prior, restricted to those that can hold the
     composition); ``max_atoms`` bounds the atoms per conventional cell (default: the model's, see
-    ``generate``); ``temperature`` defaults to the model's calibrated one. An impossible request (no allowed group
-    can hold any Z ≥ 1 formula units) raises a ``ValueError`` before sampling.
+    ``generate``); ``temperature`` and ``field_temperatures`` (per field) default to the model's calibrated ones.
+    An impossible request (no allowed group can hold any Z ≥ 1 formula units) raises a ``ValueError`` before
+    sampling.
     """
     out = model.generate(num_samples=n, composition=formula_unit(composition), space_group=space_group,
-                         max_atoms=max_atoms, temperature=temperature, seed=seed, batch_size=batch_size)
+                         max_atoms=max_atoms, temperature=temperature, seed=seed, batch_size=batch_size,
+                         field_temperatures=field_temperatures)
     counts = Counter(canonical(representation) for representation in tokenizer.decode(out))
     crystals = list(counts)
     scores = crystal_log_probabilities(model, tokenizer, crystals, with_prior=space_group is None)

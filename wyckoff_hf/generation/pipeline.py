@@ -21,7 +21,7 @@ TASK = "crystal-generation"
 TASK_DEFAULTS = {"model": (str(DEFAULT_MODEL), None)}  # pipeline(TASK) without a model: the shipped checkpoint
 GENERATE_KEYWORDS = ("space_group", "temperature", "seed", "allowed_elements", "required_elements", "max_sites",
                      "prompt", "composition", "max_atoms", "condition", "guidance_scale", "num_elements_range",
-                     "stop_logit_bias")
+                     "stop_logit_bias", "field_temperatures")
 
 
 class WyckoffPipeline(Pipeline):

@@ -92,8 +92,10 @@ DEFAULT_GENERATION_BATCH_SIZE = 2048
 # per space-group id (None: uniform over the groups with Wyckoff positions), the lowest acceptance rate that
 # rejection sampling of required_elements accepts before giving up, and the most atoms per conventional cell of
 # composition-constrained samples (None: 4 × config.max_sites, see ``generate``).
-DEFAULT_GENERATION_CONFIG = {"do_sample": True, "temperature": 1.0, "space_group_counts": None,
-                             "min_acceptance_rate": 0.01, "max_atoms": None, "num_elements_range": None}
+DEFAULT_GENERATION_CONFIG = {"do_sample": True, "temperature": 1.0, "field_temperatures": None,
+                             "space_group_counts": None, "min_acceptance_rate": 0.01, "max_atoms": None,
+                             "num_elements_range": None}
+SAMPLED_FIELDS = ("element", "site_symmetry", "enumeration")  # the cascade's heads, in the order a token samples
 
 
 def hidden_value(key: str, config: WyckoffTransformerConfig) -> int:
@@ -746,8 +748,9 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
 
     Saved checkpoints map ``AutoModel`` to the bare encoder and ``AutoModelForPreTraining`` to this class
     (the model with its training heads), for in-process registration and for ``trust_remote_code`` alike.
-    Sampling defaults live in ``generation_config.json`` (``model.generation_config``): ``temperature``,
-    ``space_group_counts`` (the prior p(S), counts per space-group id) and ``min_acceptance_rate``.
+    Sampling defaults live in ``generation_config.json`` (``model.generation_config``): ``temperature`` (and
+    ``field_temperatures``, per field), ``space_group_counts`` (the prior p(S), counts per space-group id) and
+    ``min_acceptance_rate``.
     """
 
     accepts_loss_kwargs = False  # the loss is a per-prediction mean; Trainer need not pass num_items_in_batch
@@ -929,14 +932,16 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                  composition: Mapping[str | int, int] | None = None, max_atoms: int | None = None,
                  condition: Mapping[str, float | Sequence[float]] | None = None, guidance_scale: float = 1.0,
                  num_elements_range: Sequence[int] | None = None,
-                 stop_logit_bias: Sequence[float] | None = None) -> GeneratedCrystals | list[Any]:
+                 stop_logit_bias: Sequence[float] | None = None,
+                 field_temperatures: Mapping[str, float] | None = None) -> GeneratedCrystals | list[Any]:
         """Sample ``num_samples`` crystals, valid by construction, sites in canonical order (in any order for a
         model with ``config.site_order = "any"``).
 
         Args:
             space_group: a group number (1-230) for every sample, or one number per sample; ``None`` samples
                 each group from the prior ``generation_config.space_group_counts`` (uniform if unset).
-            temperature: softmax temperature (default ``generation_config.temperature``).
+            temperature: softmax temperature of every field (default ``generation_config.temperature``, for the
+                fields ``generation_config.field_temperatures`` does not name).
             seed: seeds a ``torch.Generator`` on the model's device, so equal seeds give equal samples (for the
                 same ``batch_size`` and device); ``None`` draws from torch's global RNG (``transformers.set_seed``).
             allowed_elements: element symbols (or element token ids) that sites may hold (renormalised masking).
@@ -983,6 +988,13 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                 last entry also serves every later position. Default ``generation_config.stop_logit_bias``, fitted
                 on the validation split so that the sampled number of sites follows it
                 (``wyckoff_hf.generation.calibration.calibrate_stop_bias``), or none.
+            field_temperatures: ``{field: temperature}`` for some of ``"element"`` (STOP included),
+                ``"site_symmetry"`` and ``"enumeration"``, as the authors' per-field temperatures. The structural
+                fields choose the template (which of the group's positions are occupied), the element field its
+                chemistry, so each can be tempered on its own. Per field the temperature is the first given of:
+                this argument, ``temperature``, ``generation_config.field_temperatures``,
+                ``generation_config.temperature``, 1. Arguments come before the checkpoint's defaults, so
+                ``temperature=1.0`` alone samples every field at 1.
 
         Integers may be Python, numpy or 0-d torch integers. Returns ``GeneratedCrystals`` (with
         ``sequences_scores`` and ``acceptance_rate``), or the decoded representations with ``tokenizer``.
@@ -991,12 +1003,10 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         num_samples = _integer(num_samples, "num_samples")
         max_sites = config.max_sites if max_sites is None else _integer(max_sites, "max_sites")
         batch_size = DEFAULT_GENERATION_BATCH_SIZE if batch_size is None else _integer(batch_size, "batch_size")
-        if temperature is None:
-            temperature = getattr(settings, "temperature", None) or 1.0
-        temperature = float(temperature)
-        if num_samples < 1 or batch_size < 1 or not 1 <= max_sites <= config.max_sites or not temperature > 0:
-            raise ValueError(f"need num_samples, batch_size ≥ 1, 1 ≤ max_sites ≤ config.max_sites={config.max_sites} "
-                             f"and temperature > 0, got {num_samples}, {batch_size}, {max_sites}, {temperature}")
+        temperatures = self.sampling_temperatures(temperature, field_temperatures)
+        if num_samples < 1 or batch_size < 1 or not 1 <= max_sites <= config.max_sites:
+            raise ValueError(f"need num_samples, batch_size ≥ 1 and 1 ≤ max_sites ≤ config.max_sites="
+                             f"{config.max_sites}, got {num_samples}, {batch_size}, {max_sites}")
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(_integer(seed, "seed"))
@@ -1042,7 +1052,7 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                 constraints.append(CompositionSites(moves, groups, self.config))
             if element_counts is not None:
                 constraints.append(ElementCountSites(*element_counts, len(slots), max_sites, self.config))
-            return self._sample_batch(groups, element_allowed, max_sites, temperature, generator, constraints,
+            return self._sample_batch(groups, element_allowed, max_sites, temperatures, generator, constraints,
                                       None if guidance is None else guidance.take(slots), stop_bias)
 
         was_training = self.training
@@ -1290,6 +1300,31 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
                 raise ValueError(f"space_group {number} is not a space group of this model's tables (1-230)")
         return torch.tensor(numbers, dtype=torch.long, device=self.device) + self.config.mask_token_id
 
+    def sampling_temperatures(self, temperature: float | None = None,
+                              field_temperatures: Mapping[str, float] | None = None) -> dict[str, float]:
+        """``{field: temperature}`` that ``generate`` samples with for these arguments: its precedence (arguments
+        before the checkpoint's ``generation_config``, a field's own before the common one), checked (known fields,
+        finite and positive), so jobs can record what they sampled at."""
+        settings = self.generation_config
+        defaults = getattr(settings, "field_temperatures", None) or {}
+        given = {} if field_temperatures is None else dict(field_temperatures)
+        for source, values in (("field_temperatures", given), ("generation_config.field_temperatures", defaults)):
+            unknown = sorted(set(values) - set(SAMPLED_FIELDS))
+            if unknown:
+                raise ValueError(f"{source} names unknown field(s) {unknown}; the fields are {list(SAMPLED_FIELDS)}")
+        fallback = getattr(settings, "temperature", None) or 1.0
+        temperatures = {}
+        for field in SAMPLED_FIELDS:
+            chosen = next(value for value in (given.get(field), temperature, defaults.get(field), fallback)
+                          if value is not None)
+            try:
+                temperatures[field] = float(chosen)
+            except (TypeError, ValueError):
+                temperatures[field] = math.nan
+            if not 0 < temperatures[field] < math.inf:
+                raise ValueError(f"the temperature of field {field!r} must be a positive finite number, got {chosen!r}")
+        return temperatures
+
     def _stop_bias(self, stop_logit_bias: Sequence[float] | None, max_sites: int) -> torch.Tensor | None:
         """``stop_logit_bias``, checked, as the element-logit shift of each token position (row ``k``: the STOP
         column holds entry ``k``, the last entry repeated, every other column 0), built once per ``generate``."""
@@ -1338,7 +1373,7 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
         return choice, log_prob
 
     def _sample_batch(self, space_groups: torch.Tensor, element_allowed: torch.Tensor, max_sites: int,
-                      temperature: float, generator: torch.Generator | None,
+                      temperatures: Mapping[str, float], generator: torch.Generator | None,
                       constraints: Sequence[PromptedSites | CompositionSites] = (),
                       guidance: Guidance | None = None,
                       stop_bias: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -1372,7 +1407,8 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             for constraint in constraints:
                 allowed = constraint.restrict_elements(allowed, rows, position)
             guide = None if guidance is None else guidance.take(rows)
-            element, log_prob = self._sample_field("element", state, position, allowed, temperature, generator, guide,
+            element, log_prob = self._sample_field("element", state, position, allowed, temperatures["element"],
+                                                   generator, guide,
                                                    None if stop_bias is None else stop_bias[position])
             scores += log_prob
             stop = element == config.stop_token_id
@@ -1394,12 +1430,12 @@ class WyckoffTransformerForCrystalGeneration(WyckoffTransformerPreTrainedModel, 
             for constraint in constraints:
                 available = constraint.restrict_positions(available, rows, position, element)
             site_symmetry, log_prob = self._sample_field("site_symmetry", state, position, available.any(-1),
-                                                         temperature, generator, guide)
+                                                         temperatures["site_symmetry"], generator, guide)
             scores += log_prob
             state["site_symmetry_ids"][:, position] = site_symmetry
             enumeration, log_prob = self._sample_field(
                 "enumeration", state, position, available[torch.arange(len(rows), device=device), site_symmetry],
-                temperature, generator, guide)
+                temperatures["enumeration"], generator, guide)
             scores += log_prob
             state["enumeration_ids"][:, position] = enumeration
             state["multiplicity"][:, position] = tables.multiplicity[group, site_symmetry, enumeration]
