@@ -16,6 +16,7 @@ the ``--field-temperature`` options given.
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,7 +79,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     model, tokenizer = load_generator(args.model)
     sampling = model.sampling_temperatures(None, None if args.field_temperature is None
                                            else dict(args.field_temperature))
-    split = load_wyckoff_dataset(args.dataset)[args.split]
+    dataset = load_wyckoff_dataset(args.dataset)
+    if args.split not in dataset:
+        raise ValueError(f"{args.dataset} has no {args.split!r} split; it has {sorted(dataset)}")
+    split = dataset[args.split]
     crystals = [representation_from_row(row) for row in split]
     scores = field_cross_entropies(model, tokenizer, crystals, [*args.temperatures, *sampling.values()])
     grid = len(args.temperatures)
@@ -94,4 +98,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, OSError) as err:  # a bad model, dataset, split or temperature: one line, no traceback
+        sys.exit(f"diagnose_field_temperatures.py: error: {err}")

@@ -74,3 +74,10 @@ def test_bad_temperatures_are_refused(diagnose, value, message, capsys):
     with pytest.raises(SystemExit):
         diagnose.parse_args(["--model", "m", "--dataset", "d", "--temperatures", value])
     assert message in capsys.readouterr().err
+
+
+def test_a_missing_split_is_named(diagnose, model, tokenizer, tiny_dataset, tmp_path):
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"has no 'holdout' split; it has \['test', 'train', 'validation'\]"):
+        diagnose.main(["--model", str(tmp_path), "--dataset", str(tiny_dataset), "--split", "holdout"])
