@@ -71,11 +71,11 @@ def calibrate_temperature(model, tokenizer: WyckoffTokenizer, validation: Sequen
     if not validation:
         raise ValueError("temperature calibration needs at least one validation crystal")
     space_groups = [rep.space_group for rep in validation for _ in range(samples_per_row)]
+    fixed = checkpoint_field_temperatures(model)
     scan = []
     for temperature in temperatures:
         generated = model.generate(num_samples=len(space_groups), space_group=space_groups,
-                                   temperature=temperature, seed=seed, tokenizer=tokenizer,
-                                   field_temperatures=checkpoint_field_temperatures(model))
+                                   temperature=temperature, seed=seed, tokenizer=tokenizer, field_temperatures=fixed)
         scan.append(CalibrationPoint(float(temperature), *distribution_distance(generated, validation)))
     best = min(scan, key=lambda point: (point.distance, abs(point.temperature - 1.0)))
     return best.temperature, scan
@@ -136,11 +136,12 @@ def calibrate_stop_bias(model, tokenizer: WyckoffTokenizer, validation: Sequence
     fitted = max(1, int((reached >= STOP_BIAS_MIN_CRYSTALS).sum()))
     space_groups = [rep.space_group for rep in validation for _ in range(samples_per_row)]
     bias = np.zeros(positions)
+    fixed = checkpoint_field_temperatures(model)
     history, tried = [], []
     for round_ in range(rounds + 1):
         generated = model.generate(num_samples=len(space_groups), space_group=space_groups, temperature=temperature,
                                    seed=seed, tokenizer=tokenizer, stop_logit_bias=bias.tolist(),
-                                   field_temperatures=checkpoint_field_temperatures(model))
+                                   field_temperatures=fixed)
         history.append({"round": round_, "sites_distance": distribution_distance(generated, validation)[0]})
         tried.append([round(float(value), 4) for value in bias])
         if round_ == rounds:

@@ -95,7 +95,7 @@ DEFAULT_GENERATION_BATCH_SIZE = 2048
 DEFAULT_GENERATION_CONFIG = {"do_sample": True, "temperature": 1.0, "field_temperatures": None,
                              "space_group_counts": None, "min_acceptance_rate": 0.01, "max_atoms": None,
                              "num_elements_range": None}
-SAMPLED_FIELDS = ("element", "site_symmetry", "enumeration")  # the cascade's heads, in the order a token samples
+SAMPLED_FIELDS = tuple(CASCADE_HIDDEN)  # the cascade's heads, in the order a token samples them
 
 
 def hidden_value(key: str, config: WyckoffTransformerConfig) -> int:
