@@ -67,7 +67,7 @@ from wyckoff_hf.evaluation.validity import fraction
 from wyckoff_hf.generation import load_generator, sample_crystals
 from wyckoff_hf.generation.jobs import set_threads
 from wyckoff_hf.tokenization import WyckoffRepresentation
-from wyckoff_hf.utils.arguments import name_value
+from wyckoff_hf.utils.arguments import add_field_temperature_option
 
 NLL_BATCH = 64  # validation crystals per teacher-forced forward pass, of similar sizes
 MAX_VARIANTS = 64  # sequences per crystal summed exactly in the crystal NLL; beyond, as many drawn
@@ -259,9 +259,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature (default: the model's generation_config)")
-    parser.add_argument("--field-temperature", type=name_value, action="append", default=None, metavar="FIELD=T",
-                        help="temperature of one field (element, site_symmetry, enumeration), before --temperature; "
-                             "repeatable")
+    add_field_temperature_option(parser)
     parser.add_argument("--num-elements-range", type=int, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="distinct elements per sample (default: the model's generation_config)")
     parser.add_argument("--device", default="cpu")
@@ -284,10 +282,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, dict[str, float | None]
     if not reference.validation:
         raise ValueError(f"{args.dataset} has no validation split: the validation NLL needs one")
     sampling = time.perf_counter()
-    field_temperatures = None if args.field_temperature is None else dict(args.field_temperature)
-    temperatures = model.sampling_temperatures(args.temperature, field_temperatures)
+    temperatures = model.sampling_temperatures(args.temperature, args.field_temperatures)
     crystals = sample_crystals(model, tokenizer, args.num_samples, seed=args.seed, temperature=args.temperature,
-                               field_temperatures=field_temperatures, num_elements_range=args.num_elements_range)
+                               field_temperatures=args.field_temperatures, num_elements_range=args.num_elements_range)
     sampling = time.perf_counter() - sampling
     values = {**set_metrics(crystals, reference.train), **distance_metrics(crystals, reference.test),
               **validation_nll(model, tokenizer, reference.validation),

@@ -25,7 +25,7 @@ import torch
 from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
 from wyckoff_hf.generation import load_generator
 from wyckoff_hf.modeling.modeling_wyckoff_transformer import SAMPLED_FIELDS
-from wyckoff_hf.utils.arguments import name_value
+from wyckoff_hf.utils.arguments import add_field_temperature_option
 
 BATCH = 64
 
@@ -62,8 +62,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--split", default="validation")
     parser.add_argument("--temperatures", default="0.6,0.8,0.9,1,1.2,1.5,2,2.5,3",
                         help="comma-separated temperatures to score (default: %(default)s)")
-    parser.add_argument("--field-temperature", type=name_value, action="append", default=None, metavar="FIELD=T",
-                        help="a sampling temperature to score on the last line (repeatable; default: the model's)")
+    add_field_temperature_option(parser)  # the sampling temperatures the last line scores (default: the model's)
     args = parser.parse_args(argv)
     try:
         args.temperatures = [float(t) for t in args.temperatures.split(",")]
@@ -77,8 +76,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     args = parse_args(argv)
     model, tokenizer = load_generator(args.model)
-    sampling = model.sampling_temperatures(None, None if args.field_temperature is None
-                                           else dict(args.field_temperature))
+    sampling = model.sampling_temperatures(None, args.field_temperatures)
     dataset = load_wyckoff_dataset(args.dataset)
     if args.split not in dataset:
         raise ValueError(f"{args.dataset} has no {args.split!r} split; it has {sorted(dataset)}")

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 
 from . import __version__
 from .utils.arguments import (
+    NameValues,
+    add_field_temperature_option,
     add_hidden_alias,
     name_value,
     non_negative_float,
@@ -53,9 +55,7 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="saved model folder or Hub id (default: the shipped mp20-biternary checkpoint)")
     parser.add_argument("--temperature", type=positive_float, default=None,
                         help="sampling temperature of every field (default: the checkpoint's calibrated one)")
-    parser.add_argument("--field-temperature", type=name_value, action="append", default=None,
-                        metavar="FIELD=T", help="temperature of one field, element, site_symmetry or enumeration "
-                        "(repeatable; before --temperature, e.g. site_symmetry=1.5)")
+    add_field_temperature_option(parser)
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed of sampling; structure i is realised with seed SEED + i (default: 0)")
     parser.add_argument("--device", default=None, help="torch device for sampling, e.g. cuda (default: cpu)")
@@ -84,7 +84,7 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-elements-range", type=positive_int, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="numbers of distinct elements a crystal may have (default: the checkpoint's training "
                              "range, e.g. 2 3 for a binary/ternary model)")
-    parser.add_argument("--condition", type=name_value, action="append", default=None, metavar="NAME=VALUE",
+    parser.add_argument("--condition", type=name_value, action=NameValues, default=None, metavar="NAME=VALUE",
                         help="a property a conditional generator samples for, e.g. band_gap=1.5 (repeatable)")
     parser.add_argument("--guidance-scale", type=non_negative_float, default=1.0,
                         help="classifier-free guidance with --condition: 1 samples the conditional, above 1 pushes "
@@ -146,7 +146,7 @@ def _start_job(args: argparse.Namespace):
     model, tokenizer = load_generator(args.model, args.device)
     threads = set_threads(args.threads, str(model.device.type))
     generation = {"model": args.model or "shipped default", "seed": args.seed,
-                  "temperature": model.sampling_temperatures(args.temperature, _field_temperatures(args)),
+                  "temperature": model.sampling_temperatures(args.temperature, args.field_temperatures),
                   "space_group": args.space_group, "device": str(model.device), "threads": threads}
     return model, tokenizer, settings, generation
 
@@ -171,11 +171,6 @@ def _finish_job(args: argparse.Namespace, representations, settings, manifest: d
     return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
 
 
-def _field_temperatures(args: argparse.Namespace) -> dict[str, float] | None:
-    """``--field-temperature site_symmetry=1.5 ...`` as ``generate``'s ``field_temperatures``."""
-    return None if args.field_temperature is None else dict(args.field_temperature)
-
-
 def _prompt(space_groups: list[int] | None, sites: list[str] | None):
     """``--prompt-sites Na:a Cl:b`` with one ``--space-group`` → the prompt representation (``None`` without)."""
     from .tokenization import WyckoffRepresentation
@@ -195,7 +190,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     from .prediction.cli import load_predictors
 
     prompt = _prompt(args.space_group, args.prompt_sites)
-    condition = None if args.condition is None else dict(args.condition)
+    condition = args.condition
     if args.guidance_scale != 1.0 and condition is None:
         raise ValueError("--guidance-scale needs --condition")
     model, tokenizer, settings, generation = _start_job(args)
@@ -203,7 +198,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
     representations, scores = sample_crystals(
         model, tokenizer, args.num_samples, space_group, seed=args.seed, return_scores=True,
-        temperature=args.temperature, field_temperatures=_field_temperatures(args),
+        temperature=args.temperature, field_temperatures=args.field_temperatures,
         allowed_elements=args.allowed_elements,
         required_elements=args.required_elements, prompt=prompt, condition=condition,
         guidance_scale=args.guidance_scale, num_elements_range=args.num_elements_range)
@@ -224,7 +219,7 @@ def _run_csp(args: argparse.Namespace) -> int:
     model, tokenizer, settings, generation = _start_job(args)
     predictions = predict_structures(formula, model, tokenizer, n=args.num_samples, space_group=args.space_group,
                                      max_atoms=args.max_atoms, temperature=args.temperature,
-                                     field_temperatures=_field_temperatures(args), seed=args.seed)
+                                     field_temperatures=args.field_temperatures, seed=args.seed)
     csp = {"composition": formula, "num_samples": args.num_samples, "max_atoms": args.max_atoms,
            "log_probabilities": [p.log_probability for p in predictions], "counts": [p.count for p in predictions]}
     preview = [f"{len(predictions)} distinct crystals of {args.composition} in {args.num_samples} samples, likeliest "

@@ -47,6 +47,24 @@ def name_value(text: str) -> tuple[str, float]:
     return name, number
 
 
+class NameValues(argparse.Action):
+    """A repeatable ``NAME=VALUE`` option (``type=name_value``) gathered into one dict, ``None`` when not given;
+    a name given twice keeps its last value."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: tuple[str, float],
+                 option_string: str | None = None) -> None:
+        name, value = values
+        setattr(namespace, self.dest, {**(getattr(namespace, self.dest) or {}), name: value})
+
+
+def add_field_temperature_option(parser: argparse.ArgumentParser) -> None:
+    """``--field-temperature FIELD=T`` (repeatable) into ``args.field_temperatures``, ``generate``'s argument."""
+    parser.add_argument("--field-temperature", dest="field_temperatures", type=name_value, action=NameValues,
+                        default=None, metavar="FIELD=T",
+                        help="temperature of one field: element, site_symmetry or enumeration, e.g. site_symmetry=1.5 "
+                             "(repeatable; a field's own temperature comes before the common one)")
+
+
 def non_negative_float(text: str) -> float:
     """A ``float`` ≥ 0."""
     try:
