@@ -17,8 +17,11 @@ import time
 
 import torch
 
-from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
-from wyckoff_hf.modeling.modeling_wyckoff_transformer import DEFAULT_GENERATION_BATCH_SIZE
+from wyckoff_hf.modeling import (
+    DEFAULT_GENERATION_BATCH_SIZE,
+    WyckoffTransformerConfig,
+    WyckoffTransformerForCrystalGeneration,
+)
 from wyckoff_hf.tokenization import WyckoffTokenizer
 
 

@@ -24,7 +24,7 @@ import torch
 
 from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
 from wyckoff_hf.generation import load_generator
-from wyckoff_hf.modeling.modeling_wyckoff_transformer import SAMPLED_FIELDS
+from wyckoff_hf.modeling import SAMPLED_FIELDS
 from wyckoff_hf.utils.arguments import add_field_temperature_option
 
 BATCH = 64

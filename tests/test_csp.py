@@ -18,6 +18,7 @@ from test_generation_exactness import TINY
 from wyckoff_hf.cli import main
 from wyckoff_hf.generation.csp import formula_unit, predict_structures
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
+from wyckoff_hf.modeling.sampling_arguments import composition_moves
 from wyckoff_hf.tokenization import WyckoffRepresentation, space_group_table
 from wyckoff_hf.tokenization.representation import electronegativity_key
 
@@ -97,7 +98,7 @@ def walk(moves, space_group: int, tokenizer) -> set[tuple]:
 ])
 def test_masks_reach_exactly_the_sequences_of_the_composition(model, tokenizer, space_group, formula, max_atoms,
                                                                max_sites):
-    moves = model._composition_moves(formula, max_atoms, max_sites)
+    moves = composition_moves(model, formula, max_atoms, max_sites)
     expected = brute_force(space_group, formula, max_atoms, max_sites)
     assert expected and walk(moves, space_group, tokenizer) == expected
     assert moves.reachable_from_start(space_group + 2)

@@ -1,8 +1,9 @@
 """Checkpoints load with ``trust_remote_code=True`` where ``wyckoff_hf`` cannot be imported.
 
-One subprocess, with ``wyckoff_hf`` and the structure libraries (pymatgen, spglib, pyxtal) blocked, loads the
-shipped checkpoint, a freshly saved one, and the fresh one again from a Hub repo (the local stand-in
-``fake_hub``) through all four Auto classes, runs the encoder and the generator, and decodes the generated ids
+The checkpoints shipped inside the package carry no code (the installed package loads them); a folder saved
+for the Hub does. One subprocess, with ``wyckoff_hf`` and the structure libraries (pymatgen, spglib, pyxtal)
+blocked, loads the shipped checkpoint as ``save_pretrained`` writes it for the Hub, a freshly saved one, and the
+fresh one again from a Hub repo (the local stand-in ``fake_hub``) through all four Auto classes, runs the encoder and the generator, and decodes the generated ids
 with the remote tokenizer; the results must equal what the installed package computes from the same weights
 and ids. Only reading a structure needs the structure libraries.
 """
@@ -61,9 +62,10 @@ REMOTE_SCRIPT = textwrap.dedent("""
             results[name]["reading_a_cif"] = str(err)
     torch.save(results, f"{work}/remote.pt")
 """)
-CODE_FILES = {"configuration_wyckoff_transformer.py", "modeling_wyckoff_transformer.py", "tokenization_wyckoff.py",
-              "representation.py", "wyckoff_tables.py", "errors.py", "data_files.py", "structure_libraries.py",
-              "time_limit.py"}
+CODE_FILES = {"configuration_wyckoff_transformer.py", "modeling_wyckoff_transformer.py",
+              "sampling_wyckoff_transformer.py", "sampling_arguments.py", "site_constraints.py",
+              "composition_moves.py", "tokenization_wyckoff.py", "representation.py", "wyckoff_tables.py", "errors.py",
+              "data_files.py", "structure_libraries.py", "time_limit.py"}
 HUB_REPO = "wyckoff/tiny-remote-code"
 REPRESENTATIONS = [WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")]),
                    WyckoffRepresentation.from_sites(221, [("Ba", "a"), ("Ti", "b"), ("O", "c")])]
@@ -83,11 +85,21 @@ def fresh_checkpoint(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def remote(fresh_checkpoint, tmp_path_factory):
+def saved_shipped(tmp_path_factory):
+    """The shipped generator as ``save_pretrained`` writes it for the Hub: weights and config with the code."""
+    register_auto_classes()
+    folder = tmp_path_factory.mktemp("saved") / "shipped"
+    WyckoffTransformerForCrystalGeneration.from_pretrained(DEFAULT_MODEL).save_pretrained(folder)
+    WyckoffTokenizer.from_pretrained(DEFAULT_MODEL).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def remote(fresh_checkpoint, saved_shipped, tmp_path_factory):
     """What the subprocess without ``wyckoff_hf`` computed for each checkpoint."""
     work = tmp_path_factory.mktemp("remote")
     torch.save(dict(WyckoffTokenizer()(REPRESENTATIONS, return_tensors="pt")), work / "inputs.pt")
-    checkpoints = {"fresh": str(fresh_checkpoint), "shipped": str(DEFAULT_MODEL), "hub": HUB_REPO}
+    checkpoints = {"fresh": str(fresh_checkpoint), "shipped": str(saved_shipped), "hub": HUB_REPO}
     server = serve_fake_hub()
     hub = next(server)
     try:
@@ -102,8 +114,8 @@ def remote(fresh_checkpoint, tmp_path_factory):
 
 
 @pytest.mark.parametrize("name", ["fresh", "shipped"])
-def test_checkpoint_folder_is_complete(name, fresh_checkpoint):
-    folder = fresh_checkpoint if name == "fresh" else DEFAULT_MODEL
+def test_saved_checkpoint_folder_carries_its_code(name, fresh_checkpoint, saved_shipped):
+    folder = fresh_checkpoint if name == "fresh" else saved_shipped
     assert CODE_FILES | {"wyckoff_tables.json", "wyckoff_vocab.json"} <= set(os.listdir(folder))
     config = json.loads((folder / "config.json").read_text())
     assert config["auto_map"] == {
@@ -117,18 +129,22 @@ def test_checkpoint_folder_is_complete(name, fresh_checkpoint):
 
 
 @pytest.mark.parametrize("checkpoint", sorted(path.name for path in PRETRAINED.iterdir() if path.is_dir()))
-def test_shipped_code_and_tables_are_the_packages_own(checkpoint):
-    """The shipped folders' copies of the code and tables are snapshots taken by ``save_pretrained``: a change
-    to the package without re-saving the checkpoints would ship stale remote code."""
-    package = PRETRAINED.parent
-    sources = {path.name: path for folder in ("modeling", "tokenization") for path in (package / folder).iterdir()}
-    for name in sorted(CODE_FILES | {"wyckoff_tables.json"}):
-        assert (PRETRAINED / checkpoint / name).read_bytes() == sources[name].read_bytes(), f"{name} is stale: re-save"
+def test_shipped_checkpoints_carry_no_code_and_load_with_the_package(checkpoint):
+    """A shipped folder holds weights, configs and tokenizer files only: one copy of the code, the package's."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    folder = PRETRAINED / checkpoint
+    assert not list(folder.glob("*.py")) and not (folder / "wyckoff_tables.json").exists()
+    for name in ("config.json", "tokenizer_config.json"):
+        assert "auto_map" not in json.loads((folder / name).read_text()), name
+    register_auto_classes()
+    assert type(AutoConfig.from_pretrained(folder)) is WyckoffTransformerConfig
+    assert type(AutoTokenizer.from_pretrained(folder)) is WyckoffTokenizer
 
 
 @pytest.mark.parametrize("name", ["fresh", "shipped", "hub"])
-def test_remote_code_matches_the_installed_package(name, remote, fresh_checkpoint):
-    folder = DEFAULT_MODEL if name == "shipped" else fresh_checkpoint
+def test_remote_code_matches_the_installed_package(name, remote, fresh_checkpoint, saved_shipped):
+    folder = saved_shipped if name == "shipped" else fresh_checkpoint
     result = remote[name]
     assert {auto: cls for auto, (_, cls) in result["classes"].items()} == {
         "AutoConfig": "WyckoffTransformerConfig", "AutoModel": "WyckoffTransformerModel",

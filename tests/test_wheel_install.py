@@ -67,7 +67,7 @@ def test_installed_wheel_holds_the_package_data(tmp_path):
     shipped = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
     assert shipped - set(installed["files"]) == set()
     assert {"cards/templates/model_card.md", "cards/templates/dataset_card.md", "tokenization/wyckoff_tables.json",
-            "pretrained/mp20-biternary/model.safetensors", "pretrained/mp20-biternary/modeling_wyckoff_transformer.py",
-            "pretrained/mp20-biternary/tokenization_wyckoff.py"} <= set(installed["files"])
+            "pretrained/mp20-biternary/model.safetensors", "pretrained/mp20-biternary/generation_config.json",
+            "modeling/sampling_wyckoff_transformer.py"} <= set(installed["files"])
     assert installed["card"].startswith("---\n") and "org/mp20-biternary" in installed["card"]
     assert installed["nacl"] == "Fm-3m (225): Na 4a, Cl 4b"

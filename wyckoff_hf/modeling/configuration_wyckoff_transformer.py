@@ -22,12 +22,11 @@ model's distribution, not only a sampling default: both the loss and ``generate`
 sites (one mask builder). Raise it for larger cells (MPTS-52 needs up to 52).
 """
 
-from __future__ import annotations
-
 import re
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
+from huggingface_hub.errors import StrictDataclassClassValidationError, StrictDataclassFieldValidationError
 from transformers import PreTrainedConfig
 
 CONSTRUCTION_ONLY = ("wyckoff_positions", "element_canonical_order", "element_descriptor_table")
@@ -35,6 +34,17 @@ CONDITION_FIELDS = ("condition_names", "condition_mean", "condition_std", "condi
                     "condition_dropout_prob")
 LABEL_FIELDS = ("label_mean", "label_std", "regression_loss")
 SITE_ORDERS = ("canonical", "any")
+# The token layout every model reads: four id fields and two integers derived from the position.
+FIELD_INPUTS = ("space_group_ids", "element_ids", "site_symmetry_ids", "enumeration_ids", "multiplicity", "dof")
+DERIVED_INPUTS = ("multiplicity", "dof")
+# Cascade order: the fields of token i hidden when predicting each of them (the derived integers follow
+# from the full position, so they stay hidden until the enumeration is known).
+CASCADE_HIDDEN = {
+    "element": ("element_ids", "site_symmetry_ids", "enumeration_ids", "multiplicity", "dof"),
+    "site_symmetry": ("site_symmetry_ids", "enumeration_ids", "multiplicity", "dof"),
+    "enumeration": ("enumeration_ids", "multiplicity", "dof"),
+}
+SAMPLED_FIELDS = tuple(CASCADE_HIDDEN)  # the cascade's heads, in the order a token samples them
 _SCALAR = r'(?:"(?:[^"\\]|\\.)*"|[-+\w.]+)'
 # a JSON list of scalars (strings, numbers, literals), as json.dumps(indent=2) spreads it over one line per item
 _SCALAR_LIST = re.compile(rf"\[\s*({_SCALAR}(?:,\s*{_SCALAR})*)\s*\]")
@@ -241,11 +251,36 @@ class WyckoffTransformerConfig(PreTrainedConfig):
                                 super().to_json_string(use_diff))
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> WyckoffTransformerConfig:
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, **kwargs: Any) -> Any:
+        """As ``PreTrainedConfig.from_pretrained``, passing the source on (as ``AutoConfig`` does) so that a bad
+        field is refused naming its file."""
+        kwargs.setdefault("name_or_path", str(pretrained_model_name_or_path))
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], **kwargs: Any) -> Any:
+        """As ``PreTrainedConfig.from_dict`` (which every ``from_pretrained`` and Auto class goes through), with a
+        field of the wrong type or value refused in one line that names the file and the field, instead of the
+        validators' multi-line report."""
+        try:
+            return super().from_dict(config_dict, **kwargs)
+        except (StrictDataclassFieldValidationError, StrictDataclassClassValidationError) as err:
+            source = kwargs.get("name_or_path") or config_dict.get("name_or_path") or config_dict.get("_name_or_path")
+            where = f"{source}/config.json" if source else "config"
+            cause = str(err.__cause__ or err).replace("\n", " ")  # the validator's own words name the field
+            raise ValueError(f"{where}: {cause}") from None
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, **kwargs: Any) -> "WyckoffTransformerConfig":
         """A config whose vocabularies and tables match ``tokenizer`` (anything with
         ``model_config_kwargs()``, i.e. a ``WyckoffTokenizer``); ``kwargs`` set the other fields."""
         tables = tokenizer.model_config_kwargs(element_descriptors=bool(kwargs.get("element_descriptors")))
         return cls(**{**tables, **kwargs})
+
+
+def hidden_value(key: str, config: WyckoffTransformerConfig) -> int:
+    """What a not-yet-predicted field of the predicted token holds: MASK, or 0 for the derived integers."""
+    return 0 if key in DERIVED_INPUTS else config.mask_token_id
 
 
 __all__ = ["WyckoffTransformerConfig"]
