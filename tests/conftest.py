@@ -18,11 +18,18 @@ from wyckoff_hf.tokenization import WyckoffTokenizer
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 TINY_DATASET_MAX_SITES = 8
+# a model of a few thousand parameters: trains an epoch of the tiny datasets in a second
+TINY_MODEL = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
+              "space_group_embedding_size": 8, "element_embedding_size": 8, "site_symmetry_embedding_size": 8,
+              "enumeration_embedding_size": 4, "derived_feature_size": 4}
 
 
-def load_script(name: str) -> ModuleType:
-    """``scripts/NAME.py`` imported as the module ``NAME`` (registered in ``sys.modules``, as its dataclasses need)."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+def load_script(path: str) -> ModuleType:
+    """``scripts/PATH.py`` imported as a module named after the file (registered in ``sys.modules``, as its
+    dataclasses need): ``load_script("prepare_dataset")`` for a job, ``load_script("benchmarks/benchmark_quality")``
+    for a script of a subfolder."""
+    name = Path(path).name
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{path}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

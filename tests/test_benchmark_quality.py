@@ -1,4 +1,5 @@
-"""scripts/benchmark_quality.py on a tiny random model and a tiny prepared dataset: every row, sane values."""
+"""scripts/benchmarks/benchmark_quality.py on a tiny random model and a tiny prepared dataset: every row, sane
+values."""
 
 import math
 from pathlib import Path
@@ -23,7 +24,7 @@ NUM_SAMPLES = 300
 
 @pytest.fixture(scope="module")
 def benchmark():
-    return load_script("benchmark_quality")
+    return load_script("benchmarks/benchmark_quality")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,8 @@ def test_table_has_every_row_and_sane_values(benchmark, tiny_model, tiny_dataset
     assert all(values[f"{field}_cross_entropy"] > 0 for field in ("element", "site_symmetry", "enumeration"))
 
     row = table[-1]
-    assert row.startswith("| tiny | `python scripts/benchmark_quality.py --model ") and "--markdown-row" not in row
+    assert row.startswith("| tiny | `python scripts/benchmarks/benchmark_quality.py --model ")
+    assert "--markdown-row" not in row
     header = next(line for line in (ROOT / "model_cards" / "experiments.md").read_text().splitlines()
                   if line.startswith("| experiment |"))
     assert row.count(" | ") == header.count(" | ")  # the row fits the experiments table
@@ -144,6 +146,6 @@ def test_distinct_orders_of_repeated_sites_are_listed_once(benchmark):
 
 def test_command_line_drops_the_row_name(benchmark):
     assert benchmark.command_line(["--model", "m", "--markdown-row", "a b", "--seed", "1"]) == \
-        "python scripts/benchmark_quality.py --model m --seed 1"
+        "python scripts/benchmarks/benchmark_quality.py --model m --seed 1"
     assert benchmark.command_line(["--markdown-row=x", "--dataset", "d"]) == \
-        "python scripts/benchmark_quality.py --dataset d"
+        "python scripts/benchmarks/benchmark_quality.py --dataset d"

@@ -1,4 +1,4 @@
-"""scripts/diagnose_field_temperatures.py: each head's held-out cross-entropy at each temperature."""
+"""scripts/diagnostics/diagnose_field_temperatures.py: each head's held-out cross-entropy at each temperature."""
 
 import numpy as np
 import pytest
@@ -16,7 +16,7 @@ TINY = {"space_group_embedding_size": 8, "element_embedding_size": 16, "site_sym
 
 @pytest.fixture(scope="module")
 def diagnose():
-    return load_script("diagnose_field_temperatures")
+    return load_script("diagnostics/diagnose_field_temperatures")
 
 
 @pytest.fixture(scope="module")

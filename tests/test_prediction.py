@@ -244,8 +244,8 @@ def test_benchmark_property_scores_model_and_baseline_on_the_same_rows(regressor
                                                                       capsys):
     from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
 
-    results = load_script("benchmark_property").main(["--model", str(regressor), "--model", str(classifier),
-                                                      "--dataset", str(tiny_dataset)])
+    benchmark = load_script("benchmarks/benchmark_property")
+    results = benchmark.main(["--model", str(regressor), "--model", str(classifier), "--dataset", str(tiny_dataset)])
     printed = capsys.readouterr().out
     test = load_wyckoff_dataset(tiny_dataset)["test"]
     truth = [row["band_gap"] for row in test]
@@ -264,9 +264,9 @@ def test_benchmark_conditional_has_every_row(tiny_dataset, regressor, tmp_path, 
     config = WyckoffTransformerConfig.from_tokenizer(tokenizer, condition_names=["band_gap"], condition_mean=[0.5],
                                                      condition_std=[1.0], condition_embedding_size=4, **TINY)
     conditional = save(WyckoffTransformerForCrystalGeneration(config), tmp_path / "conditional")
-    rows = load_script("benchmark_conditional").main(["--model", str(conditional), "--predictor", str(regressor),
-                                                      "--dataset", str(tiny_dataset), "--targets", "0,2",
-                                                      "--num-samples", "16", "--guidance-scale", "1", "2"])
+    benchmark = load_script("benchmarks/benchmark_conditional")
+    rows = benchmark.main(["--model", str(conditional), "--predictor", str(regressor), "--dataset", str(tiny_dataset),
+                           "--targets", "0,2", "--num-samples", "16", "--guidance-scale", "1", "2"])
     assert list(rows) == ["train (true values)", "train (predicted)", "unconditional", "band_gap = 0, g = 1",
                           "band_gap = 2, g = 1", "band_gap = 0, g = 2", "band_gap = 2, g = 2"]
     for name in list(rows)[2:]:

@@ -33,7 +33,7 @@ def test_auto_classes_load_the_shipped_checkpoint():
     assert isinstance(tokenizer, wyckoff_hf.WyckoffTokenizer)
     assert sum(model.generation_config.space_group_counts) == 6426  # the prior of the mp20-biternary-dev train split
     assert model.generation_config.temperature == 0.9  # calibrated on the validation split, with the range below
-    assert model.config.hidden_size == 192 and model.config.num_hidden_layers == 4  # train.py's RECIPE_CONFIG
+    assert model.config.hidden_size == 192 and model.config.num_hidden_layers == 4  # the training's RECIPE_CONFIG
     assert model.config.site_count_embedding
     assert model.generation_config.num_elements_range == [2, 3]  # binary and ternary training crystals
     crystals = model.generate(num_samples=50, space_group=225, allowed_elements=["Na", "Cl", "K", "Br"], seed=0,

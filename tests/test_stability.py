@@ -343,7 +343,7 @@ def write_stability_run(folder, e_above_hull, seconds, groups_relaxed, sun):
 
 
 def test_compare_stability_runs_matches_samples_by_index(tmp_path, capsys):
-    compare = load_script("compare_stability_runs")
+    compare = load_script("diagnostics/compare_stability_runs")
     write_stability_run(tmp_path / "full", [0.0, 0.05, 0.3], [30.0, 30.0, 30.0], [225, 225, 221], 0.5)
     write_stability_run(tmp_path / "screen", [0.02, 0.10], [10.0, 5.0], [225, 225], 0.25)  # a prefix of the samples
     compare.main([str(tmp_path / "full"), str(tmp_path / "screen")])
@@ -371,7 +371,7 @@ def test_compare_stability_runs_matches_samples_by_index(tmp_path, capsys):
 
 
 def test_diagnose_stability_splits_the_stable_share_by_template_and_size(tmp_path, capsys, tiny_dataset):
-    diagnose = load_script("diagnose_stability")
+    diagnose = load_script("diagnostics/diagnose_stability")
     train = [representation_from_row(row) for row in load_wyckoff_dataset(tiny_dataset)["train"]]
     new_small = WyckoffRepresentation.from_sites(1, [("Na", "a"), ("Cl", "a")])
     new_large = WyckoffRepresentation.from_sites(1, [("Na", "a")] * 4 + [("Cl", "a")] * 5)

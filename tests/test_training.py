@@ -1,7 +1,7 @@
-"""scripts/train.py: accelerate launch on 1 and 2 processes, kill -9 and resume, bad input, the Hub upload; the
-property task (regression and classification) and conditional generation."""
+"""Training runs end to end: scripts/train.py under accelerate launch on 1 and 2 processes, kill -9 and resume,
+bad input, the Hub upload; ``wyckoff_hf.training.main`` in process for the property task (regression and
+classification) and conditional generation. The modules' parts on their own: tests/test_training_*.py."""
 
-import importlib.util
 import json
 import os
 import signal
@@ -12,37 +12,24 @@ import time
 from itertools import pairwise
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from datasets import Dataset
+from conftest import TINY_MODEL
 from huggingface_hub import ModelCard, constants
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-from wyckoff_hf import WyckoffRepresentation, WyckoffTokenizer, WyckoffTransformerForCrystalGeneration
+from wyckoff_hf import WyckoffTokenizer, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.data import add_wyckoff_columns, load_crystal_csv_splits, load_wyckoff_dataset, write_parquet_splits
 from wyckoff_hf.evaluation import evaluate
+from wyckoff_hf.training import main
+from wyckoff_hf.training.augmentation import SitePermutation
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_MODEL = {"num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32,
-              "space_group_embedding_size": 8, "element_embedding_size": 8, "site_symmetry_embedding_size": 8,
-              "enumeration_embedding_size": 4, "derived_feature_size": 4}
 TRAIN_ROWS, VALIDATION_ROWS = 48, 15  # 3 steps of 16 crystals; validation shards of 8 and 7 on 2 processes
 LAUNCH = ["accelerate", "launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-
-
-@pytest.fixture(scope="module")
-def train_script():
-    """scripts/train.py as a module, for the checks that run before any training."""
-    spec = importlib.util.spec_from_file_location("train_script", REPO / "scripts" / "train.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being defined
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
 
 
 @pytest.fixture(scope="module")
@@ -212,9 +199,9 @@ def test_kill_9_of_the_launcher_leaves_no_orphan_and_resume_loses_no_epoch(prepa
                                                "names, each once"),
     (["--max-train-minutes", "0"], "--max-train-minutes must be positive, got 0.0"),
 ])
-def test_bad_options_fail_with_one_line(options, message, train_script, tmp_path, capsys):
+def test_bad_options_fail_with_one_line(options, message, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        train_script.main(["--output-dir", str(tmp_path / "run"), *options])
+        main(["--output-dir", str(tmp_path / "run"), *options])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"error: {message}")
     assert not (tmp_path / "run").exists()
@@ -228,13 +215,13 @@ def test_bad_options_fail_with_one_line(options, message, train_script, tmp_path
     (["--config", "{config}"], "num_labels come from --task, --target or --condition and the training split, "
                                "not from the config"),
 ])
-def test_bad_columns_fail_with_one_line_before_training(options, message, train_script, prepared_dataset, tmp_path,
+def test_bad_columns_fail_with_one_line_before_training(options, message, prepared_dataset, tmp_path,
                                                         capsys):
     config = tmp_path / "labels.json"
     config.write_text(json.dumps({**TINY_MODEL, "num_labels": 3}))
     with pytest.raises(SystemExit) as exit_info:
-        train_script.main(["--dataset", str(prepared_dataset), "--output-dir", str(tmp_path / "run"),
-                           *[option.format(config=config) for option in options]])
+        main(["--dataset", str(prepared_dataset), "--output-dir", str(tmp_path / "run"),
+              *[option.format(config=config) for option in options]])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err.splitlines()[-1]
     assert not (tmp_path / "run").exists()
@@ -246,26 +233,17 @@ def test_bad_columns_fail_with_one_line_before_training(options, message, train_
     ({"num_attention_heads": 7}, "is not a multiple of num_attention_heads 7"),
     ({"site_order": "random"}, "site_order must be one of ('canonical', 'any'), got 'random'"),
 ])
-def test_a_config_value_the_model_refuses_fails_with_one_line(bad, message, train_script, prepared_dataset, tmp_path,
+def test_a_config_value_the_model_refuses_fails_with_one_line(bad, message, prepared_dataset, tmp_path,
                                                               capsys):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({**TINY_MODEL, **bad}))
     with pytest.raises(SystemExit) as exit_info:
-        train_script.main(["--dataset", str(prepared_dataset), "--output-dir", str(tmp_path / "run"),
-                           "--config", str(config)])
+        main(["--dataset", str(prepared_dataset), "--output-dir", str(tmp_path / "run"),
+              "--config", str(config)])
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.splitlines()[-1]
     assert f"error: --config {config}: " in last and message in last
     assert not (tmp_path / "run").exists()
-
-
-def test_without_config_the_generator_gets_the_recipe_and_init_from_keeps_its_own(train_script):
-    parser = train_script.HfArgumentParser(train_script.ModelArguments)
-    recipe = train_script.config_overrides(parser, train_script.ModelArguments())
-    assert recipe == train_script.RECIPE_CONFIG and recipe is not train_script.RECIPE_CONFIG
-    shipped = json.loads((REPO / "wyckoff_hf" / "pretrained" / "mp20-biternary" / "config.json").read_text())
-    assert {key: shipped[key] for key in recipe} == recipe  # the defaults reproduce the shipped generator's shape
-    assert train_script.config_overrides(parser, train_script.ModelArguments(init_from="runs/x")) == {}
 
 
 def test_time_limit_stops_after_the_epoch_that_passes_it_and_keeps_the_best_model(prepared_dataset, tiny_config,
@@ -280,26 +258,26 @@ def test_time_limit_stops_after_the_epoch_that_passes_it_and_keeps_the_best_mode
     WyckoffTransformerForCrystalGeneration.from_pretrained(out)
 
 
-def test_resume_with_other_task_options_fails_before_training(train_script, tmp_path):
+def test_resume_with_other_task_options_fails_before_training(tmp_path):
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "checkpoint-3" / "trainer_state.json").write_text(json.dumps({"task": {
         "task": "property", "target": "band_gap", "classification_threshold": None, "condition": None}}))
     with pytest.raises(SystemExit, match=r"checkpoint-3: trained with the task options \{'task': 'property', "
                                          r"'target': 'band_gap'\}, not \{'task': 'generation'\}$"):
-        train_script.main(["--output-dir", str(tmp_path), "--resume-from-checkpoint", "latest"])
+        main(["--output-dir", str(tmp_path), "--resume-from-checkpoint", "latest"])
 
 
-def test_resume_with_nothing_to_resume_fails_instead_of_starting_afresh(train_script, tmp_path):
+def test_resume_with_nothing_to_resume_fails_instead_of_starting_afresh(tmp_path):
     with pytest.raises(SystemExit, match="holds no complete checkpoint-N folder to resume from"):
-        train_script.main(["--output-dir", str(tmp_path), "--resume-from-checkpoint", "latest"])
+        main(["--output-dir", str(tmp_path), "--resume-from-checkpoint", "latest"])
     (tmp_path / "checkpoint-3").mkdir()  # killed while saving: incomplete, not resumable
     with pytest.raises(SystemExit, match="holds no complete checkpoint-N folder"):
-        train_script.main(["--output-dir", str(tmp_path), "--resume-from-checkpoint", "latest"])
+        main(["--output-dir", str(tmp_path), "--resume-from-checkpoint", "latest"])
     with pytest.raises(SystemExit, match="checkpoint-3: not a complete checkpoint"):
-        train_script.main(["--output-dir", str(tmp_path), "--resume-from-checkpoint", str(tmp_path / "checkpoint-3")])
+        main(["--output-dir", str(tmp_path), "--resume-from-checkpoint", str(tmp_path / "checkpoint-3")])
     (tmp_path / "checkpoint-3" / "trainer_state.json").write_text("{}")
     with pytest.raises(SystemExit, match=r"holds checkpoints of an earlier run \(checkpoint-3\); continue it"):
-        train_script.main(["--output-dir", str(tmp_path)])
+        main(["--output-dir", str(tmp_path)])
 
 
 def test_push_to_hub_uploads_model_tokenizer_and_card(prepared_dataset, tiny_config, tmp_path, fake_hub):
@@ -316,7 +294,7 @@ def test_push_to_hub_uploads_model_tokenizer_and_card(prepared_dataset, tiny_con
     assert b"library_name: transformers" in uploaded["README.md"]
 
 
-def test_push_to_hub_without_a_token_fails_before_training(train_script, prepared_dataset, tmp_path, fake_hub,
+def test_push_to_hub_without_a_token_fails_before_training(prepared_dataset, tmp_path, fake_hub,
                                                            monkeypatch):
     monkeypatch.setattr(constants, "ENDPOINT", fake_hub.endpoint)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
@@ -326,8 +304,8 @@ def test_push_to_hub_without_a_token_fails_before_training(train_script, prepare
     try:
         with pytest.raises(SystemExit, match=r"^train.py: error: cannot create or access the Hub model repo "
                                              r"'wyckoff/m' at http.*401 Unauthorized"):
-            train_script.main(["--dataset", str(prepared_dataset), "--output-dir", str(out), "--push-to-hub",
-                               "--hub-model-id", "wyckoff/m"])
+            main(["--dataset", str(prepared_dataset), "--output-dir", str(out), "--push-to-hub",
+                  "--hub-model-id", "wyckoff/m"])
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)  # the Accelerator main() made in this process
     assert not out.exists() and "wyckoff/m" not in fake_hub.files
@@ -367,10 +345,10 @@ def test_render_model_card_names_a_missing_metrics_file(tmp_path):
 
 # ------------------------------------------------------------------------------ property task, conditions
 
-def train_in_process(train_script, dataset: Path, output_dir: Path, config: Path, epochs: int, *extra: str) -> dict:
+def train_in_process(dataset: Path, output_dir: Path, config: Path, epochs: int, *extra: str) -> dict:
     """``main`` in this process (no launcher start-up, a second or two for the tiny model); returns the summary."""
     try:
-        return train_script.main(train_command(dataset, output_dir, config, epochs, *extra)[1:])
+        return main(train_command(dataset, output_dir, config, epochs, *extra)[1:])
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
 
@@ -392,10 +370,10 @@ REGRESSION_TARGETS = ["formation_energy_per_atom", "band_gap"]
 
 
 @pytest.fixture(scope="module")
-def property_run(train_script, prepared_dataset, tiny_config, tmp_path_factory) -> Path:
+def property_run(prepared_dataset, tiny_config, tmp_path_factory) -> Path:
     """A 2-epoch regression of two targets."""
     out = tmp_path_factory.mktemp("property") / "run"
-    train_in_process(train_script, prepared_dataset, out, tiny_config, 2, "--task", "property", "--target",
+    train_in_process(prepared_dataset, out, tiny_config, 2, "--task", "property", "--target",
                      ",".join(REGRESSION_TARGETS))
     return out
 
@@ -451,13 +429,13 @@ def test_property_task_on_two_processes_matches_one_process(property_run, prepar
         torch.testing.assert_close(double[name], single[name], rtol=0, atol=1e-5)
 
 
-def test_property_run_can_start_from_a_trained_generators_encoder(train_script, trained_run, prepared_dataset,
+def test_property_run_can_start_from_a_trained_generators_encoder(trained_run, prepared_dataset,
                                                                   tiny_config, tmp_path):
     out = tmp_path / "run"
     try:
-        train_script.main(["--dataset", str(prepared_dataset), "--output-dir", str(out), "--num-train-epochs", "1",
-                           "--task", "property", "--target", "band_gap", "--init-from", str(trained_run),
-                           "--learning-rate", "1e-12"])
+        main(["--dataset", str(prepared_dataset), "--output-dir", str(out), "--num-train-epochs", "1",
+              "--task", "property", "--target", "band_gap", "--init-from", str(trained_run),
+              "--learning-rate", "1e-12"])
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
     generator = WyckoffTransformerForCrystalGeneration.from_pretrained(trained_run)
@@ -466,13 +444,13 @@ def test_property_run_can_start_from_a_trained_generators_encoder(train_script, 
     for name, weight in generator.model.state_dict().items():  # the encoder barely moved at lr 1e-12
         torch.testing.assert_close(predictor.model.state_dict()[name], weight, rtol=0, atol=1e-6)
     with pytest.raises(SystemExit):  # its architecture: no --config beside it
-        train_in_process(train_script, prepared_dataset, tmp_path / "other", tiny_config, 1, "--task", "property",
+        train_in_process(prepared_dataset, tmp_path / "other", tiny_config, 1, "--task", "property",
                          "--target", "band_gap", "--init-from", str(trained_run))
 
 
-def test_property_regression_overfits_a_small_training_set(train_script, prepared_dataset, tiny_config, tmp_path):
+def test_property_regression_overfits_a_small_training_set(prepared_dataset, tiny_config, tmp_path):
     out = tmp_path / "run"
-    train_in_process(train_script, prepared_dataset, out, tiny_config, 20, "--task", "property", "--target",
+    train_in_process(prepared_dataset, out, tiny_config, 20, "--task", "property", "--target",
                      "formation_energy_per_atom", "--max-train-rows", "16", "--learning-rate", "1e-2",
                      "--warmup-ratio", "0", "--checkpoint-every-epochs", "20")
     losses = [m["train/loss"] for m in metrics_of(out)]
@@ -480,11 +458,11 @@ def test_property_regression_overfits_a_small_training_set(train_script, prepare
     assert sum(later < earlier for earlier, later in pairwise(losses)) >= 15, losses
 
 
-def test_property_classification_reports_the_exact_validation_accuracy(train_script, prepared_dataset, tiny_config,
+def test_property_classification_reports_the_exact_validation_accuracy(prepared_dataset, tiny_config,
                                                                        tmp_path):
     out = tmp_path / "run"
     # the 15 validation crystals of the small dataset have no band gap, but both signs of this
-    summary = train_in_process(train_script, prepared_dataset, out, tiny_config, 2, "--task", "property",
+    summary = train_in_process(prepared_dataset, out, tiny_config, 2, "--task", "property",
                                "--target", "formation_energy_per_atom", "--classification-threshold", "-0.6")
     model = AutoModelForSequenceClassification.from_pretrained(out)
     assert model.config.problem_type == "single_label_classification"
@@ -504,10 +482,10 @@ def test_property_classification_reports_the_exact_validation_accuracy(train_scr
     assert "| accuracy | " in (out / "README.md").read_text()
 
 
-def test_conditional_generator_saves_its_conditions_scale_and_generates(train_script, prepared_dataset, tiny_config,
+def test_conditional_generator_saves_its_conditions_scale_and_generates(prepared_dataset, tiny_config,
                                                                         tmp_path):
     out = tmp_path / "run"
-    summary = train_in_process(train_script, prepared_dataset, out, tiny_config, 1, "--condition",
+    summary = train_in_process(prepared_dataset, out, tiny_config, 1, "--condition",
                                "band_gap,e_above_hull")
     model = WyckoffTransformerForCrystalGeneration.from_pretrained(out)
     train = load_wyckoff_dataset(prepared_dataset)["train"].to_pandas()
@@ -521,109 +499,21 @@ def test_conditional_generator_saves_its_conditions_scale_and_generates(train_sc
     assert len(model.generate(num_samples=3, seed=0, tokenizer=tokenizer, condition={"band_gap": 1.5})) == 3
 
 
-def test_collators_add_conditions_with_nan_for_unknown_and_labels(train_script, tokenizer):
-    nacl = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
-    cscl = WyckoffRepresentation.from_sites(221, [("Cs", "a"), ("Cl", "b")])
-    rows = [{**tokenizer.encode(nacl), "band_gap": 5.2, "e_above_hull": 0.0},
-            {**tokenizer.encode(cscl), "band_gap": None, "e_above_hull": 0.01}]
-    batch = train_script.GenerationTask(tokenizer, ["band_gap", "e_above_hull"]).collate(rows)
-    assert batch["conditions"].dtype == torch.float32 and batch["conditions"].shape == (2, 2)
-    assert batch["conditions"][0].tolist() == pytest.approx([5.2, 0.0])
-    assert batch["conditions"][1, 0].isnan() and batch["conditions"][1, 1].item() == pytest.approx(0.01)
-    assert torch.equal(batch["element_ids"], tokenizer.pad(rows, return_tensors="pt")["element_ids"])
-    assert "conditions" not in train_script.GenerationTask(tokenizer).collate(rows)
-
-    regression = train_script.PropertyTask(tokenizer, ["e_above_hull", "band_gap"]).collate(rows[:1])
-    assert regression["labels"].tolist() == [pytest.approx([0.0, 5.2])]
-    classes = train_script.PropertyTask(tokenizer, ["e_above_hull"], threshold=0.005).collate(rows)
-    assert classes["labels"].dtype == torch.long and classes["labels"].tolist() == [0, 1]
-    band_gap_classifier = train_script.PropertyTask(tokenizer, ["band_gap"], threshold=0.0)
-    band_gap_classes = band_gap_classifier.label_config(Dataset.from_list(rows))
-    assert band_gap_classifier.labels(torch.tensor([[0.0], [1e-3], [-0.0]])).tolist() == [0, 1, 0]  # 0 eV: a metal
-    assert band_gap_classes == {"num_labels": 2, "problem_type": "single_label_classification",
-                                "id2label": {0: "band_gap <= 0.0", 1: "band_gap > 0.0"},
-                                "label2id": {"band_gap <= 0.0": 0, "band_gap > 0.0": 1}}
-
-
-def test_rows_without_a_target_are_skipped_and_reported(train_script, tokenizer):
-    split = Dataset.from_dict({"material_id": [f"mp-{i}" for i in range(8)],
-                               "band_gap": [0.1, None, 2.0, float("nan"), 0.0, None, 1.0, 3.0],
-                               "e_above_hull": [0.0] * 8})
-    kept, note = train_script.PropertyTask(tokenizer, ["e_above_hull", "band_gap"]).select_rows(split, "train")
-    assert kept["material_id"] == ["mp-0", "mp-2", "mp-4", "mp-6", "mp-7"]
-    assert note == ("train: 3 of 8 rows have no value of e_above_hull, band_gap, skipped (first: mp-1, mp-3, mp-5)")
-    assert train_script.PropertyTask(tokenizer, ["e_above_hull"]).select_rows(split, "train") == (split, None)
-    kept, note = train_script.GenerationTask(tokenizer, ["band_gap"]).select_rows(split, "validation")
-    assert len(kept) == 8 and note.startswith("validation: 3 of 8 rows have no value of band_gap, kept with that")
-    assert np.isnan(train_script.column_values(kept, ["band_gap"])[[1, 3, 5], 0]).all()
-
-
-def test_labelling_augmentation_draws_equivalent_labellings_afresh_each_epoch(train_script, tokenizer):
-    from wyckoff_hf.data import representation_columns
-    from wyckoff_hf.evaluation.novelty import canonical
-
-    crystals = [WyckoffRepresentation.from_sites(2, [("Li", "a"), ("Li", "c"), ("O", "i")]),
-                WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])]
-    rows = [{**tokenizer.encode(rep), "band_gap": 1.0,
-             **{key: representation_columns(rep)[key] for key in train_script.LabellingAugmentation.columns}}
-            for rep in crystals]
-    seen = []
-    augmentation = train_script.LabellingAugmentation(tokenizer, lambda features: features)
-    for epoch in range(12):
-        augmentation.start_epoch(epoch)
-        features = augmentation(rows)
-        assert all(set(row) == set(tokenizer.model_input_names) | {"band_gap"} for row in features)
-        decoded = tokenizer.decode(tokenizer.pad(features, return_tensors="pt"))
-        assert [canonical(rep) for rep in decoded] == [canonical(rep) for rep in crystals]  # the same crystals
-        seen.append(decoded)
-    assert len({epoch[0] for epoch in seen}) > 3  # P-1: Li on 2 of 8 inversion centres, 28 labellings
-    assert {epoch[1] for epoch in seen} == {crystals[1], crystals[1].relabelled(1)}  # Na on 4a or on 4b
-    augmentation.start_epoch(5)
-    assert tokenizer.decode(tokenizer.pad(augmentation(rows), return_tensors="pt")) == seen[5]  # reseeded alike
-
-
-def test_site_permutation_shuffles_each_crystals_sites_afresh_each_epoch(train_script, tokenizer):
-    crystals = [WyckoffRepresentation.from_sites(62, [("Li", "c"), ("Fe", "c"), ("P", "c"), ("O", "c"), ("O", "c"),
-                                                      ("O", "d")]),
-                WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])]
-    features = [tokenizer.encode(rep) for rep in crystals]
-    unshuffled = tokenizer.pad(features, return_tensors="pt")
-    permutation = train_script.SitePermutation(tokenizer, lambda rows: tokenizer.pad(rows, return_tensors="pt"))
-    orders = []
-    for epoch in range(8):
-        permutation.start_epoch(epoch)
-        batch = permutation(features)
-        assert torch.equal(batch["attention_mask"], unshuffled["attention_mask"])
-        for row, crystal in enumerate(crystals):
-            tokens = {key: batch[key][row].tolist() for key in tokenizer.model_input_names}
-            sites = list(zip(*(tokens[key] for key in tokenizer.model_input_names if key != "attention_mask"),
-                             strict=True))
-            expected = list(zip(*(unshuffled[key][row].tolist() for key in tokenizer.model_input_names
-                                  if key != "attention_mask"), strict=True))
-            count = len(crystal.sites)
-            assert sorted(sites[:count]) == sorted(expected[:count])  # each site keeps its fields together
-            assert sites[count:] == expected[count:]  # STOP, then padding, where they were
-        orders.append(tuple(batch["element_ids"][0].tolist()))
-    assert len(set(orders)) > 4  # 6 sites: 360 distinct orders
-    permutation.start_epoch(3)
-    assert tuple(permutation(features)["element_ids"][0].tolist()) == orders[3]  # reseeded alike
-
-
 def test_a_model_of_any_site_order_trains_on_shuffled_sites_and_samples_any_order(prepared_dataset, tmp_path,
-                                                                                  train_script, capsys, monkeypatch):
+                                                                                  capsys, monkeypatch):
     config = tmp_path / "any.json"
     config.write_text(json.dumps({**TINY_MODEL, "site_order": "any"}))
     with pytest.raises(SystemExit) as exit_info:
-        train_script.main(["--dataset", str(prepared_dataset), "--output-dir", str(tmp_path / "refused"),
-                           "--config", str(config), "--dataloader-num-workers", "2"])
+        main(["--dataset", str(prepared_dataset), "--output-dir", str(tmp_path / "refused"),
+              "--config", str(config), "--dataloader-num-workers", "2"])
     assert exit_info.value.code == 2
     assert "needs --dataloader-num-workers 0" in capsys.readouterr().err.splitlines()[-1]
     shuffled = []
-    permute = train_script.SitePermutation.__call__
-    monkeypatch.setattr(train_script.SitePermutation, "__call__",
+    permute = SitePermutation.__call__
+    monkeypatch.setattr(SitePermutation, "__call__",
                         lambda self, features: shuffled.append(len(features)) or permute(self, features))
     out = tmp_path / "run"
-    train_in_process(train_script, prepared_dataset, out, config, 1, "--calibration-temperatures", "")
+    train_in_process(prepared_dataset, out, config, 1, "--calibration-temperatures", "")
     assert sum(shuffled) == TRAIN_ROWS  # every training batch, and no validation one
     model = WyckoffTransformerForCrystalGeneration.from_pretrained(out)
     assert model.config.site_order == "any"

@@ -91,10 +91,11 @@ def _training_values(summary: dict[str, Any], model_id: str) -> dict[str, Any]:
 
 
 def _test_section(metrics: dict[str, Any] | None) -> str:
-    """A property predictor's results of ``scripts/benchmark_property.py --output-json`` (or how to get them)."""
+    """A property predictor's results of ``scripts/benchmarks/benchmark_property.py --output-json`` (or how to get
+    them)."""
     if not metrics:
-        return ("Not evaluated yet: run `scripts/benchmark_property.py --output-json FILE` and re-render the card "
-                "with `scripts/render_model_card.py --metrics FILE`.")
+        return ("Not evaluated yet: run `scripts/benchmarks/benchmark_property.py --output-json FILE` and re-render "
+                "the card with `scripts/render_model_card.py --metrics FILE`.")
     authors = metrics.get("authors_mae_mev", {})
     rows = []
     for result in metrics["results"]:
@@ -141,7 +142,7 @@ def _property_values(summary: dict[str, Any], metrics: dict[str, Any] | None) ->
 def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = None,
                       model_id: str = "path/to/checkpoint", stability: dict[str, Any] | None = None) -> str:
     """Markdown card from a training summary and optional metrics: ``wyckoff-hf evaluate``'s of a generator (and
-    ``stability``, the metrics of an ``evaluate --stability`` run), ``scripts/benchmark_property.py
+    ``stability``, the metrics of an ``evaluate --stability`` run), ``scripts/benchmarks/benchmark_property.py
     --output-json``'s of a property predictor."""
     if summary.get("task") == "property":
         values = {**_training_values(summary, model_id), **_property_values(summary, metrics)}

@@ -47,8 +47,8 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s; the WyckoffTransformer authors use 6)")
     parser.add_argument("--stability-screen", action="store_true",
                         help="with --stability: relax every trial loosely (fmax 0.1 eV/Å, 100 steps) and refine only "
-                             "the lowest to 0.02 (faster, and biased low: see scripts/compare_stability_runs.py and "
-                             "the README for what it costs)")
+                             "the lowest to 0.02 (faster, and biased low: see "
+                             "scripts/diagnostics/compare_stability_runs.py and the README for what it costs)")
     parser.add_argument("--stability-screen-refine", type=positive_int, default=1, metavar="K",
                         help="with --stability-screen: refine the K lowest loosely relaxed trials, not just the "
                              "lowest (default: %(default)s; at most --stability-trials)")

@@ -1,7 +1,7 @@
 """Prompted generation, the seed paper's protocol: each test crystal's space group and first site are given, the model
 completes the rest; how good are the completions?
 
-    python scripts/benchmark_prompted.py --dataset data_prepared/mp20-biternary-dev --split test [--num 1000]
+    python scripts/benchmarks/benchmark_prompted.py --dataset data_prepared/mp20-biternary-dev --split test [--num 1000]
         [--model DIR] [--realise 100] [--num-workers 2] [--seed 0] [--temperature T]
 
 Prints one column for the prompted samples and, for comparison, one for as many unprompted samples (groups from the

@@ -1,6 +1,6 @@
 """Crystal structure prediction from a composition: how often is the true crystal among the model's top k?
 
-    python scripts/benchmark_csp.py --dataset data_prepared/mp20-biternary-dev --split test --num 200
+    python scripts/benchmarks/benchmark_csp.py --dataset data_prepared/mp20-biternary-dev --split test --num 200
         [--samples 100] [--model DIR] [--seed 0] [--temperature T] [--given-space-group]
 
 For the first ``--num`` distinct reduced formulas of the split, ``predict_structures`` samples ``--samples``

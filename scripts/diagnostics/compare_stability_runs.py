@@ -1,6 +1,7 @@
 """Compare ``wyckoff-hf evaluate --stability`` runs of the same samples under different relaxation protocols.
 
-    python scripts/compare_stability_runs.py report-full/ report-screen/ [more runs] [--names full screen ...]
+    python scripts/diagnostics/compare_stability_runs.py report-full/ report-screen/ [more runs] \\
+        [--names full screen ...]
 
 The first run is the reference. The reports must come from the same samples (the same folder, or one a prefix of
 another: rows are matched by sample index). Printed: each run's S.U.N., S.S.U.N. and fractions from its

@@ -1,6 +1,6 @@
 """Does a band-gap-conditional generator obey its condition? Sample at target band gaps, score with a property model.
 
-    python scripts/benchmark_conditional.py --model runs/cond-band-gap --predictor runs/band-gap \
+    python scripts/benchmarks/benchmark_conditional.py --model runs/cond-band-gap --predictor runs/band-gap \
         --dataset data_prepared/mp20-biternary-dev --targets 0,1,3 --num-samples 1000 \
         [--guidance-scale 1.0 2.0] [--condition band_gap] [--threshold 0.1] [--seed 0] [--temperature T]
 

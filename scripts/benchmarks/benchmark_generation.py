@@ -1,6 +1,6 @@
 """Generation throughput of the WyckoffTransformer: crystals (Wyckoff representations) per second.
 
-    python scripts/benchmark_generation.py [--model DIR] [--device cpu cuda] [--num-samples 10000]
+    python scripts/benchmarks/benchmark_generation.py [--model DIR] [--device cpu cuda] [--num-samples 10000]
         [--batch-size N] [--max-sites 20 6] [--threads 2]
 
 Generation costs one encoder pass per cascade step over the prefix, so throughput falls with the number

@@ -1,6 +1,6 @@
 """Benchmark: does batching structures through CHGNet make a relaxation step cheaper on the CPU?
 
-    OMP_NUM_THREADS=1 python scripts/benchmark_chgnet_batching.py --num-structures 32 --threads 1
+    OMP_NUM_THREADS=1 python scripts/benchmarks/benchmark_chgnet_batching.py --num-structures 32 --threads 1
 
 A relaxation step needs energy, forces and stress of one structure. ``wyckoff_hf.evaluation.relaxation`` asks
 CHGNet for them through ASE, one structure at a time (``CHGNetCalculator``). The alternative the stability issue

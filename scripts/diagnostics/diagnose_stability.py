@@ -5,7 +5,7 @@ Read from ``wyckoff-hf evaluate --stability`` reports: the samples are split by 
 whether their template is new and by whether their composition passes SMACT's charge-neutrality and
 electronegativity screen (``wyckoff_hf.evaluation.validity.composition_validity``, CDVAE's compositional validity).
 
-    python scripts/diagnose_stability.py --dataset data_prepared/mp20-biternary-dev \\
+    python scripts/diagnostics/diagnose_stability.py --dataset data_prepared/mp20-biternary-dev \\
         --run shipped model_cards/mp20-biternary/stability-shipped-sampler shipped1000.jsonl [--run NAME REPORT SAMPLES]
 
 ``REPORT`` is an ``evaluate --stability`` output folder, ``SAMPLES`` the samples it scored (a ``samples.jsonl`` or

@@ -1,7 +1,7 @@
 """Property models on a prepared split: test MAE (or accuracy) next to the composition-family baseline and the
 WyckoffTransformer authors' figures.
 
-    python scripts/benchmark_property.py --model runs/formation --model runs/band_gap \
+    python scripts/benchmarks/benchmark_property.py --model runs/formation --model runs/band_gap \
         --dataset data_prepared/mp20-biternary-dev --split test [--max-rows N] [--batch-size 512] [--device cpu] \
         [--output-json results.json]
 
@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             print(f"{result['model']} {result['property']}: skipped {count} rows, {reason}"
                   f"{f' (e.g. {example})' if example else ''}")
     if args.output_json:
-        command = shlex.join(["python", "scripts/benchmark_property.py", *(sys.argv[1:] if argv is None else argv)])
+        command = shlex.join(["python", "scripts/benchmarks/benchmark_property.py",
+                              *(sys.argv[1:] if argv is None else argv)])
         with open(args.output_json, "w") as f:
             json.dump({"command": command, "dataset": args.dataset, "split": args.split,
                        "authors_mae_mev": AUTHORS_MAE_MEV, "results": results}, f, indent=2, default=dict)

@@ -1,6 +1,6 @@
 """Benchmark: speed and accuracy of the shortcuts to the full CHGNet relaxation protocol, on the same samples.
 
-    OMP_NUM_THREADS=1 python scripts/benchmark_stability.py --num-samples 100 --trials 3
+    OMP_NUM_THREADS=1 python scripts/benchmarks/benchmark_stability.py --num-samples 100 --trials 3
 
 Every strategy relaxes the primitive cell, as the protocol does.
 Samples come from the shipped model (``--num-samples``, seed 0), a samples folder (``--samples``) or the
@@ -51,7 +51,7 @@ from wyckoff_hf.evaluation.relaxation import (
 from wyckoff_hf.evaluation.sun import METASTABLE, sun_flags
 from wyckoff_hf.tokenization import WyckoffRepresentation
 
-MP20 = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp_20_biternary"
+MP20 = Path(__file__).resolve().parents[3] / "shared" / "data" / "mp_20_biternary"
 FULL = RelaxationSettings()
 SCREEN = RelaxationSettings(screen_fmax=SCREEN_FMAX)
 

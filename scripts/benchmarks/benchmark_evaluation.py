@@ -1,6 +1,6 @@
 """Benchmark: seconds per evaluation metric for a sample set (default 1,000 samples on 2 cores).
 
-    python scripts/benchmark_evaluation.py [--samples PATH] [--num-samples N] [--num-workers K]
+    python scripts/benchmarks/benchmark_evaluation.py [--samples PATH] [--num-samples N] [--num-workers K]
                                            [--reference-rows R] [--data FOLDER]
 
 Without ``--samples`` the first N rows of ``test.csv.gz`` stand in for generated samples (their
@@ -39,7 +39,7 @@ from wyckoff_hf.evaluation import (
 )
 from wyckoff_hf.tokenization import representations_from_structures
 
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp_20_biternary"
+DEFAULT_DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "mp_20_biternary"
 
 
 def _representations(cifs: list[str], label: str) -> tuple[list, list[str]]:

@@ -1,7 +1,8 @@
 """Benchmark: how canonical is the canonical form, with the packaged relabelling tables and with older ones.
 
     git show HEAD:wyckoff_hf/tokenization/wyckoff_tables.json > /tmp/old_tables.json
-    python scripts/benchmark_canonical_form.py --old-tables /tmp/old_tables.json [--rows 2000] [--crystals 500]
+    python scripts/benchmarks/benchmark_canonical_form.py --old-tables /tmp/old_tables.json \\
+        [--rows 2000] [--crystals 500]
 
 1. The first ROWS rows of ``val.csv.gz``: how many canonical representations differ between the two tables.
 2. Random representations of groups 2-15 with 2-4 special positions: realised by pyxtal, read back by

@@ -1,6 +1,6 @@
 """Benchmark: CIF text → Wyckoff representation → token ids, structures per second per core.
 
-    python scripts/benchmark_tokenization.py [--num N] [--source PATH] [--workers K]
+    python scripts/benchmarks/benchmark_tokenization.py [--num N] [--source PATH] [--workers K]
 
 Prints a table of throughput (CIF parsing included) and the failures with their reasons.
 Goal of the foundation issue: ≥ 150 structures/s/core.
@@ -18,7 +18,7 @@ import pandas as pd
 
 from wyckoff_hf.tokenization import WyckoffError, WyckoffRepresentation, WyckoffTokenizer, load_structure
 
-DEFAULT_SOURCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mp_20_biternary" / "test.csv.gz"
+DEFAULT_SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "mp_20_biternary" / "test.csv.gz"
 
 
 def _tokenize_chunk(cifs: list[str]) -> tuple[float, float, list[str]]:

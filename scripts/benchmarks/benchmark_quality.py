@@ -1,6 +1,6 @@
 """Sample quality against the issue-13 targets: N Wyckoff-level samples, one table (one row per experiment).
 
-    python scripts/benchmark_quality.py --model wyckoff_hf/pretrained/mp20-biternary \\
+    python scripts/benchmarks/benchmark_quality.py --model wyckoff_hf/pretrained/mp20-biternary \\
         --dataset data_prepared/mp20-biternary-dev --num-samples 10000 [--seed 0] [--temperature T] \\
         [--field-temperature FIELD=T ...] [--num-elements-range LOW HIGH] [--markdown-row NAME]
 
@@ -248,7 +248,7 @@ def command_line(argv: Sequence[str]) -> str:
         skip = arg == "--markdown-row"
         if not skip:
             kept.append(arg)
-    return shlex.join(["python", "scripts/benchmark_quality.py", *kept])
+    return shlex.join(["python", "scripts/benchmarks/benchmark_quality.py", *kept])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

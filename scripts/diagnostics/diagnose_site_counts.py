@@ -1,6 +1,7 @@
 """Diagnose a generator's number of Wyckoff sites: sampled distribution and teacher-forced STOP probabilities.
 
-    python scripts/diagnose_site_counts.py --model MODEL [MODEL2 ...] --dataset data_prepared/mp20-biternary-dev
+    python scripts/diagnostics/diagnose_site_counts.py --model MODEL [MODEL2 ...] \\
+        --dataset data_prepared/mp20-biternary-dev
 
 For each model: of ``--num-samples`` samples (seed 0, the model's generation config), the mean number of sites, the
 share with exactly 3 sites and the share that ran to ``max_sites``, next to the test split; then, teacher-forced on

@@ -1,7 +1,8 @@
 """Held-out cross-entropy of each field's head as a function of that field's sampling temperature.
 
-    python scripts/diagnose_field_temperatures.py --model MODEL --dataset data_prepared/mp20-biternary-dev \\
-        [--split validation] [--temperatures 0.6,0.8,1,1.2,1.5,2,3] [--field-temperature FIELD=T ...]
+    python scripts/diagnostics/diagnose_field_temperatures.py --model MODEL \\
+        --dataset data_prepared/mp20-biternary-dev [--split validation] [--temperatures 0.6,0.8,1,1.2,1.5,2,3] \\
+        [--field-temperature FIELD=T ...]
 
 Teacher-forced on the split's crystals (canonical labellings), with each head's logits divided by T: the mean
 cross-entropy per prediction (element head: sites and STOP; site-symmetry and enumeration heads: sites; a prediction
