@@ -26,7 +26,6 @@ from wyckoff_hf.generation.output import (
     ManifestError,
     line_sha256,
     read_structure,
-    record_files,
     sample_line,
     write_samples,
     write_structure,
@@ -162,6 +161,8 @@ def test_generate_refuses_a_non_empty_folder_and_overwrite_clears_it(tmp_path, c
     out = generated_folder(tmp_path / "out", [NACL])
     (out / "structures").mkdir()
     (out / "structures" / "000000.cif").write_text("stale")
+    from wyckoff_hf.generation.output import record_files
+
     record_files(out, "structures")  # as `wyckoff-hf realise` records what it wrote
     assert main(["generate", "-n", "2", "--output-dir", str(out)]) == 2
     assert f"output folder {out} is not empty: pass --overwrite" in capsys.readouterr().err

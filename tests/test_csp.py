@@ -16,7 +16,7 @@ import torch
 from test_generation_exactness import TINY
 
 from wyckoff_hf.cli import main
-from wyckoff_hf.generation.csp import DistinctCrystals, formula_unit, predict_structures
+from wyckoff_hf.generation.csp import formula_unit, predict_structures
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import WyckoffRepresentation, space_group_table
 from wyckoff_hf.tokenization.representation import electronegativity_key
@@ -209,6 +209,8 @@ def test_csp_command_writes_the_generate_layout_with_log_probabilities(tmp_path,
 def test_distinct_crystals_keep_the_likeliest_with_exact_counts():
     """The bounded store: at most ``capacity`` crystals, the likeliest, and a dropped crystal never comes back, so
     the counts of those kept are those of every sample."""
+    from wyckoff_hf.generation.csp import DistinctCrystals
+
     scores = {"a": -1.0, "b": -2.0, "c": -3.0, "d": -0.5}
     found = DistinctCrystals(capacity=2)
     scored = []
@@ -227,6 +229,8 @@ def test_distinct_crystals_keep_the_likeliest_with_exact_counts():
 
 
 def test_predict_structures_streams_chunks_into_a_bounded_store(model, tokenizer, monkeypatch):
+    from wyckoff_hf.generation.csp import DistinctCrystals
+
     asked = []
     generate = model.generate
 

@@ -141,11 +141,13 @@ class DistinctCrystals:
 
     def add(self, crystals: Sequence[WyckoffRepresentation],
             score: Callable[[list[WyckoffRepresentation]], list[float]]) -> None:
-        """Count a chunk of canonical crystals; ``score`` gives the log-probabilities of the ones not yet kept."""
-        self.drawn += len(crystals)
+        """Count a chunk of canonical crystals; ``score`` gives the log-probabilities of the ones not yet kept. An
+        interrupted ``score`` leaves the store as it was (``drawn`` counts only the chunks taken in)."""
         chunk = Counter(crystals)
         new = [crystal for crystal in chunk if crystal not in self._scores]
-        for crystal, value in zip(new, score(new), strict=True):
+        values = score(new)
+        self.drawn += len(crystals)
+        for crystal, value in zip(new, values, strict=True):
             if value > self.floor:
                 self._scores[crystal] = value
         for crystal, count in chunk.items():

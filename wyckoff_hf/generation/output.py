@@ -156,7 +156,7 @@ def record_files(out_dir: str | os.PathLike, *names: str) -> None:
     manifest = read_manifest(out)
     if manifest is None:
         return
-    files = list(manifest.get(FILES_KEY, OUTPUT_LAYOUT))
+    files = list(manifest.get(FILES_KEY) or [name for name in OUTPUT_LAYOUT if (out / name).exists()])
     files += [name for name in names if (out / name).exists() and name not in files]
     if files != manifest.get(FILES_KEY):
         write_manifest(out, {**manifest, FILES_KEY: files})
