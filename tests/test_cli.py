@@ -158,13 +158,16 @@ def test_unknown_hub_id_fails_fast_without_the_hub(tmp_path, capsys, monkeypatch
 
 
 def test_generate_refuses_a_non_empty_folder_and_overwrite_clears_it(tmp_path, capsys):
-    out = tmp_path / "out"
-    (out / "structures").mkdir(parents=True)
+    out = generated_folder(tmp_path / "out", [NACL])
+    (out / "structures").mkdir()
     (out / "structures" / "000000.cif").write_text("stale")
+    from wyckoff_hf.generation.output import record_files
+
+    record_files(out, "structures")  # as `wyckoff-hf realise` records what it wrote
     assert main(["generate", "-n", "2", "--output-dir", str(out)]) == 2
     assert f"output folder {out} is not empty: pass --overwrite" in capsys.readouterr().err
     assert main(["generate", "-n", "3", "--output-dir", str(out), "--overwrite", "--seed", "1"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "samples.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["log_probabilities.txt", "manifest.json", "samples.jsonl"]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["samples"]["count"] == 3 and manifest["generation"]["seed"] == 1
     assert manifest["realisation"] is None

@@ -205,3 +205,44 @@ def test_csp_command_writes_the_generate_layout_with_log_probabilities(tmp_path,
     assert len(cold["csp"]["counts"]) < len(lines)
     assert main(["csp", "Fe0.5O", "--output-dir", str(tmp_path / "bad")]) == 2
     assert "whole, positive numbers" in capsys.readouterr().err
+
+
+def test_distinct_crystals_keep_the_likeliest_with_exact_counts():
+    """The bounded store: at most ``capacity`` crystals, the likeliest, and a dropped crystal never comes back, so
+    the counts of those kept are those of every sample."""
+    from wyckoff_hf.generation.csp import DistinctCrystals
+
+    scores = {"a": -1.0, "b": -2.0, "c": -3.0, "d": -0.5}
+    found = DistinctCrystals(capacity=2)
+    scored = []
+
+    def score(crystals):
+        scored.extend(crystals)
+        return [scores[c] for c in crystals]
+
+    for chunk in (["c", "c", "b"], ["a", "c"], ["d", "c", "a", "b"]):
+        found.add(chunk, score)
+        assert len(found) <= 2
+    assert [(p.representation, p.log_probability, p.count) for p in found.predictions()] == [("d", -0.5, 1),
+                                                                                             ("a", -1.0, 2)]
+    assert found.drawn == 9 and found.dropped == 2 and found.floor == -2.0
+    assert scored == ["c", "b", "a", "d", "c"]  # "c", once dropped, is scored again when sampled, and refused
+
+
+def test_predict_structures_streams_chunks_into_a_bounded_store(model, tokenizer, monkeypatch):
+    from wyckoff_hf.generation.csp import DistinctCrystals
+
+    asked = []
+    generate = model.generate
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs["num_samples"])
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", recording)
+    found = DistinctCrystals(capacity=3)
+    predictions = predict_structures("NaCl", model, tokenizer, n=100, max_atoms=8, batch_size=16, found=found)
+    assert asked == [16] * 6 + [4] and found.drawn == 100
+    assert len(predictions) == 3 and found.dropped > 0
+    unbounded = predict_structures("NaCl", model, tokenizer, n=100, max_atoms=8, batch_size=16)
+    assert predictions == unbounded[:3]  # the same likeliest crystals, with the same (exact) counts

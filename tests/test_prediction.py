@@ -274,3 +274,37 @@ def test_benchmark_conditional_has_every_row(tiny_dataset, regressor, tmp_path, 
         assert 0 < rows[name]["wyckoff_unique"] <= 1 and rows[name]["mean_nll"] > 0
     assert "| band_gap = 2, g = 2 | 16 |" in capsys.readouterr().out
 
+
+
+def test_predict_merges_its_columns_into_a_generated_folders_predictions(generator, regressor, classifier, tmp_path,
+                                                                          capsys):
+    """``predict FOLDER`` beside ``generate --predict``'s file: the earlier columns stay, the manifest lists both
+    models' columns, and the output says it merged; a file that is not such a table is refused, untouched."""
+    out = tmp_path / "out"
+    assert main(["generate", "-n", "5", "--model", str(generator), "--predict", str(regressor), "--output-dir",
+                 str(out)]) == 0
+    before = pd.read_csv(out / "predictions.csv")
+    capsys.readouterr()
+    assert main(["predict", str(out), "--model", str(classifier)]) == 0
+    assert f"merged into {out / 'predictions.csv'}, keeping its other columns ['band_gap']" in capsys.readouterr().out
+    table = pd.read_csv(out / "predictions.csv")
+    assert list(table.columns) == ["index", "representation", "band_gap", *(f"p_{c}" for c in CLASSES), "label"]
+    assert table["band_gap"].tolist() == pytest.approx(before["band_gap"].tolist())
+    models = json.loads((out / "manifest.json").read_text())["predictions"]["models"]
+    assert models == {str(regressor): ["band_gap"], str(classifier): [*(f"p_{c}" for c in CLASSES), "label"]}
+    assert main(["predict", str(out), "--model", str(regressor)]) == 0  # the same model again: its column replaced
+    assert list(pd.read_csv(out / "predictions.csv").columns) == list(table.columns)
+    notes = tmp_path / "notes.csv"
+    notes.write_text("my,own\n1,2\n")
+    assert main(["predict", str(out), "--model", str(regressor), "--output", str(notes)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"wyckoff-hf predict: error: {notes} exists and is not a predictions table with columns ['index', "
+        "'representation']: pass another --output")
+    assert notes.read_text() == "my,own\n1,2\n"
+
+
+def test_an_empty_samples_file_is_an_error_naming_it_in_predict(regressor, tmp_path, capsys):
+    empty = tmp_path / "samples.jsonl"
+    empty.write_text("")
+    assert main(["predict", str(empty), "--model", str(regressor)]) == 1
+    assert f"{empty}: ERROR EmptySamplesError: {empty} holds no samples" in capsys.readouterr().err

@@ -241,7 +241,7 @@ def test_generate_command_takes_a_condition_guidance_and_element_range(tokenizer
     generation = json.loads((out / "manifest.json").read_text())["generation"]
     assert generation["condition"] == {"band_gap": 3.0} and generation["guidance_scale"] == 2.0
     assert generation["num_elements_range"] == [2, 3]
-    scores = json.loads((out / "manifest.json").read_text())["log_probabilities"]
+    scores = [float(line) for line in (out / "log_probabilities.txt").read_text().splitlines()]
     assert len(scores) == 40 and all(score < 0 for score in scores)
     assert "mean -log p" in capsys.readouterr().out
     capsys.readouterr()

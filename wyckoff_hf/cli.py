@@ -9,6 +9,7 @@ Heavy libraries (torch, transformers, pymatgen) are imported inside the subcomma
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from collections.abc import Sequence
@@ -18,10 +19,13 @@ from .utils.arguments import (
     NameValues,
     add_field_temperature_option,
     add_hidden_alias,
+    add_seed_option,
     name_value,
     non_negative_float,
+    num_samples,
     positive_float,
     positive_int,
+    rate,
     space_group_number,
 )
 
@@ -29,6 +33,8 @@ DESCRIPTION = ("Generate crystals with a WyckoffTransformer, predict the crystal
                "3D, evaluate a sample set, predict crystal properties, tokenize CIF files. `wyckoff-hf COMMAND "
                "--help` explains each command.")
 INTERRUPTED = 130  # the shell's status for a job ended by Ctrl-C
+CSP_MAX_DISTINCT = 10_000  # distinct crystals csp keeps (the likeliest): its memory for any -n
+CSP_CHUNK = 512  # csp's samples per chunk: scored as they come, and what a Ctrl-C can lose (a minute on one core)
 
 
 def _add_realisation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,16 +54,18 @@ def _add_realisation_arguments(parser: argparse.ArgumentParser) -> None:
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     """The options that ``generate`` and ``csp`` share: output folder, model, sampling, realisation."""
     parser.add_argument("--output-dir", default=None,
-                        help="output folder: samples.jsonl, manifest.json, structures/ (must be new or empty)")
+                        help="output folder: samples.jsonl, manifest.json, structures/ (new or empty; with "
+                             "--overwrite, one holding only an earlier job's files)")
     add_hidden_alias(parser, "--out", "output_dir")
-    parser.add_argument("--overwrite", action="store_true", help="delete what OUTPUT_DIR holds before writing")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the files an earlier wyckoff-hf job wrote in OUTPUT_DIR (those its manifest.json "
+                             "lists); a folder holding anything else is refused")
     parser.add_argument("--model", default=None,
                         help="saved model folder or Hub id (default: the shipped mp20-biternary checkpoint)")
     parser.add_argument("--temperature", type=positive_float, default=None,
                         help="sampling temperature of every field (default: the checkpoint's calibrated one)")
     add_field_temperature_option(parser)
-    parser.add_argument("--seed", type=int, default=0,
-                        help="random seed of sampling; structure i is realised with seed SEED + i (default: 0)")
+    add_seed_option(parser, "random seed of sampling; structure i is realised with seed SEED + i")
     parser.add_argument("--device", default=None, help="torch device for sampling, e.g. cuda (default: cpu)")
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch threads for sampling (default: 1 on CPU, which is fastest on a shared machine)")
@@ -70,8 +78,9 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("generate", help="sample crystals from a WyckoffTransformer checkpoint",
                                    description="Sample crystals (Wyckoff representations) into OUTPUT_DIR/"
                                                "samples.jsonl and, with --structures, their 3D structures.")
-    parser.add_argument("-n", "--num-samples", type=positive_int, default=1000,
-                        help="number of crystals to sample (default: %(default)s)")
+    parser.add_argument("-n", "--num-samples", type=num_samples, default=1000,
+                        help="number of crystals to sample, written as they are made; Ctrl-C keeps those "
+                             "(default: %(default)s)")
     parser.add_argument("--space-group", type=space_group_number, nargs="+", default=None, metavar="N",
                         help="space group number(s) 1-230; several are used in turn (default: the training prior)")
     parser.add_argument("--prompt-sites", nargs="+", default=None, metavar="EL:LETTER",
@@ -81,6 +90,9 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
                         help="element symbols the sites may hold (default: all of the vocabulary)")
     parser.add_argument("--required-elements", nargs="+", default=None, metavar="EL",
                         help="element symbols every crystal must contain")
+    parser.add_argument("--min-acceptance-rate", type=rate, default=None, metavar="RATE",
+                        help="with --required-elements: the lowest share of draws containing them before sampling "
+                             "gives up (default: the checkpoint's generation_config, 0.01)")
     parser.add_argument("--num-elements-range", type=positive_int, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="numbers of distinct elements a crystal may have (default: the checkpoint's training "
                              "range, e.g. 2 3 for a binary/ternary model)")
@@ -103,8 +115,9 @@ def _add_csp(subparsers: argparse._SubParsersAction) -> None:
                     "ones, likeliest first, into OUTPUT_DIR/samples.jsonl (their log-probabilities in manifest.json) "
                     "and, with --structures, their 3D structures.")
     parser.add_argument("composition", help="chemical formula of the formula unit, e.g. SrTiO3")
-    parser.add_argument("-n", "--num-samples", type=positive_int, default=100,
-                        help="number of crystals to sample; the distinct ones are written (default: %(default)s)")
+    parser.add_argument("-n", "--num-samples", type=num_samples, default=100,
+                        help="number of crystals to sample; the distinct ones are written, at most the "
+                             f"{CSP_MAX_DISTINCT} likeliest; Ctrl-C keeps those found (default: %(default)s)")
     parser.add_argument("--space-group", type=space_group_number, default=None, metavar="N",
                         help="space group number 1-230 (default: the training prior, restricted to the groups that "
                              "can hold the composition)")
@@ -115,7 +128,9 @@ def _add_csp(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _realise_and_report(out, num_workers: int | None, settings) -> int:
-    """Realise a generated folder's pending samples; on Ctrl-C keep what is done and say how to resume."""
+    """Realise a generated folder's pending samples; on Ctrl-C keep what is done and say how to resume. The
+    manifest lists the structures and failures written, so --overwrite may replace them."""
+    from .generation.output import FAILURES_FILE, STRUCTURES_DIR, record_files
     from .generation.realisation import realise_folder
 
     try:
@@ -124,8 +139,11 @@ def _realise_and_report(out, num_workers: int | None, settings) -> int:
         print(f"\ninterrupted: the samples and every finished structure are in {out}; "
               f"resume with: wyckoff-hf realise {out}", file=sys.stderr)
         return INTERRUPTED
-    print(f"realised {summary.realised}/{summary.total} structures in {out / 'structures'}; "
-          f"{summary.failed} failures listed in {out / 'realisation_failures.csv'}")
+    finally:
+        record_files(out, STRUCTURES_DIR, FAILURES_FILE)
+    failures = out / FAILURES_FILE
+    print(f"realised {summary.realised}/{summary.total} structures in {out / STRUCTURES_DIR}; "
+          + (f"{summary.failed} failures listed in {failures}" if failures.is_file() else "no failures"))
     return 0
 
 
@@ -145,30 +163,26 @@ def _start_job(args: argparse.Namespace):
     settings = RealisationSettings(args.seed, args.max_attempts, args.realise_timeout, args.format)
     model, tokenizer = load_generator(args.model, args.device)
     threads = set_threads(args.threads, str(model.device.type))
-    generation = {"model": args.model or "shipped default", "seed": args.seed,
+    generation = {"model": args.model or "shipped default", "seed": args.seed, "num_samples": args.num_samples,
                   "temperature": model.sampling_temperatures(args.temperature, args.field_temperatures),
                   "space_group": args.space_group, "device": str(model.device), "threads": threads}
     return model, tokenizer, settings, generation
 
 
-def _finish_job(args: argparse.Namespace, representations, settings, manifest: dict, preview: list[str],
-                predictors: Sequence = ()) -> int:
-    """Write samples.jsonl and manifest.json, print ``preview`` (the first samples), write the ``predictors``'
-    predictions.csv, realise with --structures."""
+def _realisation_record(args: argparse.Namespace, settings) -> dict:
+    """The manifest's realisation settings: those ``realise`` resumes with, ``None`` without --structures."""
     from dataclasses import asdict
 
-    from .generation.output import prepare_output_dir, write_samples
     from .generation.realisation import REALISATION_KEY
 
-    manifest[REALISATION_KEY] = asdict(settings) if args.structures else None
-    out = write_samples(prepare_output_dir(args.output_dir, args.overwrite), representations, manifest)
-    print(f"wrote {len(representations)} Wyckoff representations to {out / 'samples.jsonl'}")
-    print("\n".join(preview))
-    if predictors:
-        from .prediction.cli import write_sample_predictions
+    return {REALISATION_KEY: asdict(settings) if args.structures else None}
 
-        write_sample_predictions(out, representations, predictors)
-    return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
+
+def _interrupted(out, made: int, requested: int) -> int:
+    """Ctrl-C during sampling: say what was kept and where; the shell's status for an interrupted job."""
+    print(f"\ninterrupted: kept the {made} of {requested} samples made before Ctrl-C in {out} (manifest.json "
+          "records them)", file=sys.stderr)
+    return INTERRUPTED
 
 
 def _prompt(space_groups: list[int] | None, sites: list[str] | None):
@@ -185,48 +199,106 @@ def _prompt(space_groups: list[int] | None, sites: list[str] | None):
     return WyckoffRepresentation.from_sites(space_groups[0], pairs, canonical=False)
 
 
+def _sampling_error(err: ValueError, rate: float) -> ValueError:
+    """The model's rejection-sampling error with the way out the CLI offers."""
+    if "min_acceptance_rate" not in str(err):
+        return err
+    return ValueError(f"{err}; to sample it anyway, pass a lower --min-acceptance-rate (now {rate:g}), or relax "
+                      "--required-elements / --space-group")
+
+
 def _run_generate(args: argparse.Namespace) -> int:
-    from .generation.jobs import sample_crystals, spread_space_groups
-    from .prediction.cli import load_predictors
+    from .generation.jobs import effective_generation_settings, sample_chunks, spread_space_groups
+    from .generation.output import PREDICTIONS_FILE, SampleWriter, prepare_output_dir
+    from .prediction.cli import load_predictors, record_models, report_sample_predictions, write_sample_predictions
 
     prompt = _prompt(args.space_group, args.prompt_sites)
     condition = args.condition
     if args.guidance_scale != 1.0 and condition is None:
         raise ValueError("--guidance-scale needs --condition")
     model, tokenizer, settings, generation = _start_job(args)
+    if args.min_acceptance_rate is not None:
+        model.generation_config.min_acceptance_rate = args.min_acceptance_rate
+    min_rate = float(getattr(model.generation_config, "min_acceptance_rate", 0.01))
     predictors = load_predictors(args.predict or [], args.device)
     space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
-    representations, scores = sample_crystals(
-        model, tokenizer, args.num_samples, space_group, seed=args.seed, return_scores=True,
-        temperature=args.temperature, field_temperatures=args.field_temperatures,
-        allowed_elements=args.allowed_elements,
+    chunks = sample_chunks(
+        model, tokenizer, args.num_samples, space_group, seed=args.seed, temperature=args.temperature,
+        field_temperatures=args.field_temperatures, allowed_elements=args.allowed_elements,
         required_elements=args.required_elements, prompt=prompt, condition=condition,
         guidance_scale=args.guidance_scale, num_elements_range=args.num_elements_range)
     generation.update(allowed_elements=args.allowed_elements, required_elements=args.required_elements,
+                      min_acceptance_rate=min_rate if args.required_elements else None,
                       prompt_sites=args.prompt_sites, condition=condition, guidance_scale=args.guidance_scale,
-                      num_elements_range=args.num_elements_range, predict=args.predict)
+                      num_elements_range=effective_generation_settings(model, args.num_elements_range)[
+                          "num_elements_range"], predict=args.predict)
+    try:
+        first = next(chunks)  # an impossible request fails here, before the output folder is touched
+    except ValueError as err:
+        raise _sampling_error(err, min_rate) from None
+    writer = SampleWriter(prepare_output_dir(args.output_dir, args.overwrite), with_scores=True)
+    out, preview, total, stopped = writer.out, [f"  {rep}" for rep in first[0][:10]], 0.0, None
+    try:
+        for representations, scores in itertools.chain([first], chunks):
+            writer.write(representations, scores)
+            if predictors:
+                write_sample_predictions(out, representations, predictors, writer.count - len(representations))
+            total -= sum(scores)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    except ValueError as err:
+        stopped = "failed"
+        raise _sampling_error(err, min_rate) from None
+    finally:
+        writer.close({"generation": generation, **({"stopped": stopped} if stopped else {}),
+                      **_realisation_record(args, settings)})
+        if predictors and (out / PREDICTIONS_FILE).is_file():
+            record_models(out, predictors)  # the manifest says whose columns predictions.csv holds
+    if stopped:
+        return _interrupted(out, writer.count, args.num_samples)
+    print(f"wrote {writer.count} Wyckoff representations to {out / 'samples.jsonl'}")
+    print("\n".join(preview))
     # per sample, the log-probability under the distribution it was drawn from (-log p: the authors' novelty score)
-    preview = [f"  {rep}" for rep in representations[:10]]
-    preview.append(f"mean -log p {-sum(scores) / len(scores):.2f} nats (per sample: manifest.json log_probabilities)")
-    return _finish_job(args, representations, settings, {"generation": generation, "log_probabilities": scores},
-                       preview, predictors)
+    print(f"mean -log p {total / writer.count:.2f} nats (per sample: {out / 'log_probabilities.txt'})")
+    if predictors:
+        report_sample_predictions(out, writer.count, predictors)
+    return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
 
 
 def _run_csp(args: argparse.Namespace) -> int:
-    from .generation.csp import formula_unit, predict_structures
+    from .generation.csp import DistinctCrystals, formula_unit, predict_structures
+    from .generation.jobs import effective_generation_settings
+    from .generation.output import prepare_output_dir, write_samples
 
     formula = formula_unit(args.composition)  # a bad formula fails before the model loads
     model, tokenizer, settings, generation = _start_job(args)
-    predictions = predict_structures(formula, model, tokenizer, n=args.num_samples, space_group=args.space_group,
-                                     max_atoms=args.max_atoms, temperature=args.temperature,
-                                     field_temperatures=args.field_temperatures, seed=args.seed)
-    csp = {"composition": formula, "num_samples": args.num_samples, "max_atoms": args.max_atoms,
+    found = DistinctCrystals(CSP_MAX_DISTINCT)
+    stopped = None
+    try:
+        predict_structures(formula, model, tokenizer, n=args.num_samples, space_group=args.space_group,
+                           max_atoms=args.max_atoms, temperature=args.temperature,
+                           field_temperatures=args.field_temperatures, seed=args.seed, batch_size=CSP_CHUNK,
+                           found=found, progress=True)
+    except KeyboardInterrupt:
+        if not found.drawn:
+            raise
+        stopped = "interrupted"
+    predictions = found.predictions()
+    csp = {"composition": formula, "num_samples": found.drawn,
+           "max_atoms": effective_generation_settings(model, max_atoms=args.max_atoms)["max_atoms"],
+           "max_distinct": found.capacity,
            "log_probabilities": [p.log_probability for p in predictions], "counts": [p.count for p in predictions]}
-    preview = [f"{len(predictions)} distinct crystals of {args.composition} in {args.num_samples} samples, likeliest "
-               "first (log-probability, samples):"]
-    preview += [f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in predictions[:10]]
-    return _finish_job(args, [p.representation for p in predictions], settings, {"generation": generation, "csp": csp},
-                       preview)
+    out = write_samples(prepare_output_dir(args.output_dir, args.overwrite), [p.representation for p in predictions],
+                        {"generation": generation, "csp": csp, **({"stopped": stopped} if stopped else {}),
+                         **_realisation_record(args, settings)})
+    if stopped:
+        return _interrupted(out, found.drawn, args.num_samples)
+    print(f"wrote {len(predictions)} Wyckoff representations to {out / 'samples.jsonl'}")
+    kept = f" (the {found.capacity} likeliest kept)" if found.dropped else ""
+    print(f"{len(predictions)} distinct crystals{kept} of {args.composition} in {found.drawn} samples, likeliest "
+          "first (log-probability, samples):")
+    print("\n".join(f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in predictions[:10]))
+    return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
 
 
 def _add_realise(subparsers: argparse._SubParsersAction) -> None:

@@ -37,7 +37,9 @@ def local_data_files(folder: str | Path) -> dict[str, list[str]]:
         if match:
             files.setdefault(match["split"], []).append(str(path))
     if not files:
-        raise FileNotFoundError(f"{folder} holds no {DATA_DIR}/{{split}}-NNNNN-of-NNNNN.parquet shards")
+        raw = " (it holds CSV files: a raw dataset)" if any(Path(folder).glob("*.csv*")) else ""
+        raise FileNotFoundError(f"{folder} holds no {DATA_DIR}/{{split}}-NNNNN-of-NNNNN.parquet shards{raw}: prepare "
+                                f"it first with python scripts/prepare_dataset.py --source {folder} --output-dir DIR")
     return dict(sorted(files.items(), key=lambda item: (SPLIT_ORDER.get(item[0], len(SPLIT_ORDER)), item[0])))
 
 

@@ -6,8 +6,10 @@ Only argparse at import time: the metrics (pymatgen, datasets, SMACT) are import
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from ..utils.arguments import add_hidden_alias, positive_float, positive_int
+from ..utils.arguments import add_hidden_alias, add_seed_option, positive_float, positive_int
 from ..utils.devices import check_device
 
 
@@ -38,7 +40,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--smact-timeout", type=positive_float, default=10.0,
                         help="seconds SMACT may spend on one formula; undecided ones are counted apart "
                              "(default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="sample i is realised with seed SEED + i (default: 0)")
+    add_seed_option(parser, "sample i is realised with seed SEED + i")
     parser.add_argument("--stability", action="store_true",
                         help="relax the valid samples with CHGNet and report energy above hull, S.U.N. and S.S.U.N. "
                              "(needs pip install 'wyckoff-hf[stability]'; about 20 s per pyxtal trial on one core)")
@@ -61,8 +63,9 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     """Run ``evaluate`` from parsed arguments, print the report, return the exit status."""
-    from .relaxation import SCREEN_FMAX, RelaxationSettings
-    from .report import METRICS_FILE, REPORT_FILE, evaluate, markdown_report
+    from ..generation.output import check_writable
+    from .report import METRICS_FILE, REPORT_FILE, markdown_report
+    from .samples import EmptySamplesError
 
     if args.relaxation_cache and not args.stability:
         raise ValueError("--relaxation-cache keeps CHGNet relaxations: it needs --stability")
@@ -73,15 +76,33 @@ def run_evaluate(args: argparse.Namespace) -> int:
                          f"{args.stability_trials} trial(s) of --stability-trials")
     if args.stability:
         check_device(args.stability_device, "--stability-device")
-    metrics = evaluate(args.samples, args.reference, args.output_dir, num_workers=args.num_workers,
-                       structure_metrics=args.structure_metrics, realise=args.realise,
-                       max_reference=args.max_reference, max_attempts=args.max_attempts, seed=args.seed,
-                       realise_timeout=args.realise_timeout, smact_timeout=args.smact_timeout,
-                       stability=RelaxationSettings(num_trials=args.stability_trials, seed=args.seed,
-                                                    screen_fmax=SCREEN_FMAX if args.stability_screen else None,
-                                                    screen_refine=args.stability_screen_refine,
-                                                    device=args.stability_device)
-                       if args.stability else None, relaxation_cache=args.relaxation_cache)
+    out = Path(args.output_dir)
+    created = not out.exists()
+    check_writable(out)  # before the metrics, not after them
+    try:
+        metrics = _evaluate(args)
+    except EmptySamplesError as err:
+        print(f"wyckoff-hf evaluate: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # a failed run leaves no empty folder of its own making
     print(markdown_report(metrics))
     print(f"wrote {args.output_dir}/{METRICS_FILE} and {args.output_dir}/{REPORT_FILE}")
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    """``evaluate`` with the command's arguments: the metrics."""
+    from .relaxation import SCREEN_FMAX, RelaxationSettings
+    from .report import evaluate
+
+    return evaluate(args.samples, args.reference, args.output_dir, num_workers=args.num_workers,
+                    structure_metrics=args.structure_metrics, realise=args.realise,
+                    max_reference=args.max_reference, max_attempts=args.max_attempts, seed=args.seed,
+                    realise_timeout=args.realise_timeout, smact_timeout=args.smact_timeout,
+                    stability=RelaxationSettings(num_trials=args.stability_trials, seed=args.seed,
+                                                 screen_fmax=SCREEN_FMAX if args.stability_screen else None,
+                                                 screen_refine=args.stability_screen_refine,
+                                                 device=args.stability_device)
+                    if args.stability else None, relaxation_cache=args.relaxation_cache)

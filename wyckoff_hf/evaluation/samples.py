@@ -93,6 +93,10 @@ def _read_structure(path: Path) -> tuple[Structure, str | None] | str:
         return f"{path.name}: {err}"
 
 
+class EmptySamplesError(ValueError):
+    """A samples file without a single line: nothing to evaluate or predict, an error in every command."""
+
+
 def load_samples(path: str | os.PathLike, num_workers: int | None = 1,
                  read_structures: bool = True) -> GeneratedSamples:
     """Read a samples folder (``samples.jsonl`` + optional ``structures/``) or a single ``.jsonl`` file.
@@ -110,6 +114,8 @@ def load_samples(path: str | os.PathLike, num_workers: int | None = 1,
         raise FileNotFoundError(f"{path} has no {SAMPLES_FILE}")
 
     lines = jsonl.read_text().rstrip().splitlines()
+    if not lines:
+        raise EmptySamplesError(f"{jsonl} holds no samples")
     samples = GeneratedSamples([], has_structures=structures_dir is not None and structures_dir.is_dir())
     for index, line in enumerate(lines):
         try:

@@ -16,8 +16,9 @@ log p(S) is left out (the prior may never have seen that group).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,9 +107,9 @@ def crystal_log_probabilities(model, tokenizer, crystals: Sequence[WyckoffRepres
     A crystal with more than ``MAX_SCORED_LABELLINGS`` labellings (low-symmetry groups with many equivalent 0-dof
     positions: P-1 can have hundreds) gets the unbiased estimate from a fixed random subset of them
     (log of count × mean probability), which bounds the scoring cost per crystal."""
-    rng = np.random.default_rng(0)
     variants, scale = [], []
     for crystal in crystals:
+        rng = np.random.default_rng(0)  # per crystal: its score does not depend on the others scored with it
         options = labellings(crystal)
         if len(options) > MAX_SCORED_LABELLINGS:
             chosen = rng.choice(len(options), MAX_SCORED_LABELLINGS, replace=False)
@@ -122,25 +123,77 @@ def crystal_log_probabilities(model, tokenizer, crystals: Sequence[WyckoffRepres
             for group, extra in zip(variants, scale, strict=True)]
 
 
+class DistinctCrystals:
+    """The distinct crystals of a sampling run, each with its score and count, at most ``capacity`` of them (``None``:
+    all), so that any number of samples takes bounded memory.
+
+    When more turn up, the least likely are dropped and the best dropped score becomes a floor that a new crystal
+    must beat. The floor only rises and a crystal's score is fixed, so a dropped crystal never comes back and a
+    crystal kept at the end was kept since it was first sampled: its count is exact."""
+
+    def __init__(self, capacity: int | None = None) -> None:
+        self.capacity, self.drawn, self.dropped, self.floor = capacity, 0, 0, -math.inf
+        self._scores: dict[WyckoffRepresentation, float] = {}
+        self._counts: Counter[WyckoffRepresentation] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._scores)
+
+    def add(self, crystals: Sequence[WyckoffRepresentation],
+            score: Callable[[list[WyckoffRepresentation]], list[float]]) -> None:
+        """Count a chunk of canonical crystals; ``score`` gives the log-probabilities of the ones not yet kept. An
+        interrupted ``score`` leaves the store as it was (``drawn`` counts only the chunks taken in)."""
+        chunk = Counter(crystals)
+        new = [crystal for crystal in chunk if crystal not in self._scores]
+        values = score(new)
+        self.drawn += len(crystals)
+        for crystal, value in zip(new, values, strict=True):
+            if value > self.floor:
+                self._scores[crystal] = value
+        for crystal, count in chunk.items():
+            if crystal in self._scores:
+                self._counts[crystal] += count
+        if self.capacity is not None and len(self._scores) > self.capacity:
+            ranked = self._ranked()
+            self.floor = max(self.floor, ranked[self.capacity][1])
+            for crystal, _ in ranked[self.capacity:]:
+                del self._scores[crystal], self._counts[crystal]
+                self.dropped += 1
+
+    def _ranked(self) -> list[tuple[WyckoffRepresentation, float]]:
+        return sorted(self._scores.items(), key=lambda item: (-item[1], str(item[0])))
+
+    def predictions(self) -> list[StructurePrediction]:
+        """The kept crystals, likeliest first."""
+        return [StructurePrediction(crystal, value, self._counts[crystal]) for crystal, value in self._ranked()]
+
+
 def predict_structures(composition: str | Mapping[str, float] | Any, model, tokenizer, n: int = 100,
                        space_group: int | None = None, max_atoms: int | None = None,
                        temperature: float | None = None, seed: int | None = 0,
                        batch_size: int | None = None,
-                       field_temperatures: Mapping[str, float] | None = None) -> list[StructurePrediction]:
+                       field_temperatures: Mapping[str, float] | None = None,
+                       found: DistinctCrystals | None = None, progress: bool = False) -> list[StructurePrediction]:
     """Sample ``n`` crystals of ``composition`` (a formula, pymatgen ``Composition`` or mapping; reduced to its
     formula unit) and return the distinct ones, likeliest first.
 
     ``space_group`` fixes the group (else groups come from the model's prior, restricted to those that can hold the
     composition); ``max_atoms`` bounds the atoms per conventional cell (default: the model's, see
     ``generate``); ``temperature`` and ``field_temperatures`` (per field) default to the model's calibrated ones.
+    Samples are drawn in chunks of ``batch_size`` (``sample_chunks``), each scored as it comes into ``found`` (by
+    default one that keeps every distinct crystal; pass a bounded ``DistinctCrystals`` to keep the likeliest ones
+    in bounded memory, and to read what was found if sampling is interrupted).
     An impossible request (no allowed group can hold any Z ≥ 1 formula units) raises a ``ValueError`` before
     sampling.
     """
-    out = model.generate(num_samples=n, composition=formula_unit(composition), space_group=space_group,
-                         max_atoms=max_atoms, temperature=temperature, seed=seed, batch_size=batch_size,
-                         field_temperatures=field_temperatures)
-    counts = Counter(canonical(representation) for representation in tokenizer.decode(out))
-    crystals = list(counts)
-    scores = crystal_log_probabilities(model, tokenizer, crystals, with_prior=space_group is None)
-    ranked = sorted(zip(crystals, scores, strict=True), key=lambda item: (-item[1], str(item[0])))
-    return [StructurePrediction(crystal, score, counts[crystal]) for crystal, score in ranked]
+    from .jobs import sample_chunks
+
+    found = DistinctCrystals() if found is None else found
+    chunks = sample_chunks(model, tokenizer, n, space_group, seed, batch_size, progress,
+                           composition=formula_unit(composition), max_atoms=max_atoms, temperature=temperature,
+                           field_temperatures=field_temperatures)
+    for representations, _ in chunks:
+        found.add([canonical(representation) for representation in representations],
+                  lambda crystals: crystal_log_probabilities(model, tokenizer, crystals,
+                                                             with_prior=space_group is None))
+    return found.predictions()

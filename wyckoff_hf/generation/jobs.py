@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -109,42 +109,80 @@ def load_checkpoint(model_class: Any, model: str | os.PathLike | None = None, de
     return loaded.to(device).eval(), tokenizer
 
 
-def spread_space_groups(space_groups: Sequence[int] | None, num_samples: int) -> int | list[int] | None:
+class CycledGroups(Sequence):
+    """``groups`` in turn over ``length`` samples, computed on access: several ``--space-group`` for any ``-n``
+    without a list of ``-n`` entries."""
+
+    def __init__(self, groups: Sequence[int], length: int) -> None:
+        self.groups, self.length = tuple(int(g) for g in groups), length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index):  # type: ignore[override]  # an int or a slice, as a list's
+        if isinstance(index, slice):
+            return [self.groups[i % len(self.groups)] for i in range(*index.indices(self.length))]
+        return self.groups[range(self.length)[index] % len(self.groups)]
+
+
+def spread_space_groups(space_groups: Sequence[int] | None, num_samples: int) -> int | Sequence[int] | None:
     """``generate``'s ``space_group`` for a list of groups: one group for all, or the groups in turn."""
     if not space_groups:
         return None
     if len(space_groups) == 1:
         return int(space_groups[0])
-    return [int(space_groups[i % len(space_groups)]) for i in range(num_samples)]
+    return CycledGroups(space_groups, num_samples)
 
 
-def sample_crystals(model, tokenizer, num_samples: int, space_group: int | Sequence[int] | None = None,
-                    seed: int | None = 0, chunk_size: int = SAMPLING_CHUNK, progress: bool = True,
-                    return_scores: bool = False, **generate_kwargs: Any) -> list | tuple[list, list[float]]:
-    """``model.generate`` in chunks of ``chunk_size`` behind a progress bar; a list of representations, and with
-    ``return_scores`` also each sample's log-probability (``sequences_scores``).
+def effective_generation_settings(model, num_elements_range: Sequence[int] | None = None,
+                                  max_atoms: int | None = None) -> dict[str, Any]:
+    """The values ``generate`` uses for ``num_elements_range`` and ``max_atoms`` when not given: the checkpoint's
+    ``generation_config`` ones (``max_atoms`` else 4 × ``config.max_sites``), for a manifest that records what was
+    used rather than ``None``."""
+    config = model.generation_config
+    low_high = num_elements_range or getattr(config, "num_elements_range", None)
+    return {"num_elements_range": list(low_high) if low_high else None,
+            "max_atoms": max_atoms or getattr(config, "max_atoms", None) or 4 * model.config.max_sites}
 
-    Chunk ``k`` is seeded from ``(seed, k)``, so the samples are reproducible for a given seed and chunk
-    size, and two seeds never share a chunk's random stream."""
+
+def sample_chunks(model, tokenizer, num_samples: int, space_group: int | Sequence[int] | None = None,
+                  seed: int | None = 0, chunk_size: int | None = None, progress: bool = True,
+                  **generate_kwargs: Any) -> Iterator[tuple[list, list[float]]]:
+    """``model.generate`` in chunks of ``chunk_size`` (default ``SAMPLING_CHUNK``) behind a progress bar: yields
+    each chunk's representations and log-probabilities (``sequences_scores``) as it is made, so a caller writes
+    them and any ``num_samples`` takes one chunk's memory.
+
+    Chunk ``k`` is seeded from ``(seed, k)`` (``SeedSequence(seed).spawn``'s k-th child, made on demand), so the
+    samples are reproducible for a given seed and chunk size, and two seeds never share a chunk's random stream."""
     from tqdm.auto import tqdm
 
     if num_samples < 1:
         raise ValueError(f"the number of samples must be at least 1, got {num_samples}")
-    starts = range(0, num_samples, chunk_size)
-    seeds = ([None] * len(starts) if seed is None else
-             [int(s.generate_state(1)[0]) for s in np.random.SeedSequence(seed).spawn(len(starts))])
+    chunk_size = chunk_size or SAMPLING_CHUNK
     prompt = generate_kwargs.get("prompt")
     if prompt is not None and not isinstance(prompt, Mapping):  # representations → the ids generate() takes
         generate_kwargs["prompt"] = tokenizer(list(prompt) if isinstance(prompt, list | tuple) else [prompt])
-    samples: list = []
-    scores: list[float] = []
     with tqdm(total=num_samples, desc="sampling", disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for start, chunk_seed in zip(starts, seeds, strict=True):
+        for k, start in enumerate(range(0, num_samples, chunk_size)):
+            chunk_seed = None if seed is None else \
+                int(np.random.SeedSequence(seed, spawn_key=(k,)).generate_state(1)[0])
             count = min(chunk_size, num_samples - start)
             groups = space_group if space_group is None or isinstance(space_group, int) else \
                 list(space_group[start:start + count])
             generated = model.generate(num_samples=count, space_group=groups, seed=chunk_seed, **generate_kwargs)
-            samples += tokenizer.decode(generated)
-            scores += generated.sequences_scores.tolist()
+            yield tokenizer.decode(generated), generated.sequences_scores.tolist()
             bar.update(count)
+
+
+def sample_crystals(model, tokenizer, num_samples: int, space_group: int | Sequence[int] | None = None,
+                    seed: int | None = 0, chunk_size: int | None = None, progress: bool = True,
+                    return_scores: bool = False, **generate_kwargs: Any) -> list | tuple[list, list[float]]:
+    """``sample_chunks`` gathered: a list of representations, and with ``return_scores`` also each sample's
+    log-probability (``sequences_scores``)."""
+    samples: list = []
+    scores: list[float] = []
+    for chunk, chunk_scores in sample_chunks(model, tokenizer, num_samples, space_group, seed, chunk_size, progress,
+                                             **generate_kwargs):
+        samples += chunk
+        scores += chunk_scores
     return (samples, scores) if return_scores else samples

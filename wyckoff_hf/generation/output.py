@@ -7,6 +7,9 @@ Layout (read back by ``wyckoff-hf evaluate``):
 - ``structures/{index:06d}.cif`` (or ``.extxyz``): the 3D structure of line ``index``; each file carries the
   sha256 of its line, so a structure provably belongs to its sample (a stale file of an earlier run, or one
   beside an edited ``samples.jsonl``, is caught instead of being scored against the wrong sample);
+- ``log_probabilities.txt``: ``generate``'s log-probability of each sample, line for line;
+- ``manifest.json``'s ``files``: the entries the job (and ``realise``, ``predict``) wrote, all that
+  ``--overwrite`` may remove;
 - ``realisation_failures.csv``: index, representation, the limit that ended the search (``attempts`` or
   ``time``) and the reason, for every sample pyxtal could not realise.
 
@@ -27,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +50,12 @@ STRUCTURE_FORMATS = ("cif", "extxyz")
 SYMPREC = 0.01  # pyxtal places atoms exactly on their orbits; a tight tolerance finds the sampled group
 _CIF_TAG = re.compile(r"^# wyckoff-hf sample (\d+) sha256 ([0-9a-f]{64})$", re.MULTILINE)
 SAMPLE_HASH_KEY = "sample_sha256"
+SCORES_FILE = "log_probabilities.txt"
+PREDICTIONS_FILE = "predictions.csv"
+FILES_KEY = "files"  # the manifest's list of the folder entries the job wrote
+# what a job and the commands that add to its folder (realise, predict) may write: the files of a manifest older
+# than FILES_KEY
+OUTPUT_LAYOUT = (SAMPLES_FILE, MANIFEST_FILE, SCORES_FILE, STRUCTURES_DIR, FAILURES_FILE, PREDICTIONS_FILE)
 
 
 class ManifestError(ValueError):
@@ -77,45 +87,126 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """``PermissionError`` unless a file can be created in ``path`` (or, for a folder still to be made, in its
+    nearest existing parent): a job checks this before its long part, not after."""
+    folder = Path(path).absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"output folder {path}: {folder} is a file")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise PermissionError(f"output folder {path} is not writable: cannot create a file in {folder} "
+                              f"({err.strerror or err})") from None
+
+
+def owned_entries(out: Path) -> list[str]:
+    """The entries of ``out`` that a wyckoff-hf job wrote, by its manifest's ``files`` (an older manifest without
+    it: the layout's names); none for a folder without a readable manifest."""
+    try:
+        manifest = read_manifest(out)
+    except (OSError, ValueError):
+        manifest = None
+    if manifest is None:
+        return []
+    names = manifest.get(FILES_KEY, OUTPUT_LAYOUT) if isinstance(manifest, dict) else []
+    return [name for name in names if isinstance(name, str) and name == Path(name).name and name not in ("", "..")]
+
+
 def check_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """``FileExistsError`` unless ``path`` is absent, an empty folder, or ``overwrite`` is set: old structures
-    beside new samples would be scored as theirs. Cheap, so a job can check before its long part."""
+    """``FileExistsError`` unless ``path`` is absent or an empty folder, or ``overwrite`` is set and it holds only
+    what an earlier wyckoff-hf job wrote there (its manifest's ``files``): old structures beside new samples
+    would be scored as theirs, and a user's own files are never deleted. ``PermissionError`` for a folder that
+    cannot be written. Cheap, so a job checks before its long part."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"output folder {out} is not empty: pass --overwrite to replace its contents, "
-                              f"or `wyckoff-hf realise {out}` to finish an interrupted job")
+    present = sorted(child.name for child in out.iterdir()) if out.is_dir() else []
+    if present and not overwrite:
+        raise FileExistsError(f"output folder {out} is not empty: pass --overwrite to replace the files of the "
+                              f"wyckoff-hf job there, or `wyckoff-hf realise {out}` to finish an interrupted job")
+    foreign = sorted(set(present) - set(owned_entries(out)))
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise FileExistsError(f"output folder {out} holds entries no wyckoff-hf job wrote ({shown}): --overwrite "
+                              "replaces only a job's own files; choose another --output-dir")
+    check_writable(out)
     return out
 
 
 def prepare_output_dir(path: str | os.PathLike, overwrite: bool = False) -> Path:
-    """An empty folder at ``path`` (see ``check_output_dir``); ``overwrite`` deletes what it holds."""
+    """An empty folder at ``path`` (see ``check_output_dir``); ``overwrite`` deletes the entries an earlier job's
+    manifest lists, and nothing else."""
     out = check_output_dir(path, overwrite)
-    if out.is_dir():
-        for child in out.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+    for name in owned_entries(out) if out.is_dir() else []:
+        child = out / name
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        elif child.exists() or child.is_symlink():
+            child.unlink()
     out.mkdir(parents=True, exist_ok=True)
     return out
+
+
+def record_files(out_dir: str | os.PathLike, *names: str) -> None:
+    """Add ``names`` (those that exist) to the manifest's ``files``: what ``--overwrite`` may later remove."""
+    out = Path(out_dir)
+    manifest = read_manifest(out)
+    if manifest is None:
+        return
+    files = list(manifest.get(FILES_KEY) or [name for name in OUTPUT_LAYOUT if (out / name).exists()])
+    files += [name for name in names if (out / name).exists() and name not in files]
+    if files != manifest.get(FILES_KEY):
+        write_manifest(out, {**manifest, FILES_KEY: files})
+
+
+class SampleWriter:
+    """``samples.jsonl`` (and ``log_probabilities.txt``, one per sample, with scores) written chunk by chunk as
+    sampling goes, so any number of samples takes bounded memory and an interrupted job keeps what it made;
+    ``close`` writes ``manifest.json`` with the count and sha256 of what was written."""
+
+    def __init__(self, out_dir: str | os.PathLike, with_scores: bool = False) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.count = 0
+        self._digest = hashlib.sha256()
+        self._samples = open(self.out / SAMPLES_FILE, "w")  # noqa: SIM115 (closed by close)
+        self._scores = open(self.out / SCORES_FILE, "w") if with_scores else None  # noqa: SIM115
+
+    def write(self, representations: Sequence[WyckoffRepresentation], scores: Sequence[float] | None = None) -> None:
+        text = "".join(sample_line(rep) + "\n" for rep in representations)
+        self._samples.write(text)
+        self._digest.update(text.encode())
+        self._samples.flush()  # on disk as made: a killed job keeps its finished chunks
+        if self._scores is not None:
+            self._scores.write("".join(f"{score!r}\n" for score in scores))
+            self._scores.flush()
+        self.count += len(representations)
+
+    def close(self, settings: dict[str, Any] | None = None) -> Path:
+        """Flush the files and write the manifest (``settings`` JSON-safe, plus the files written)."""
+        from .. import __version__
+
+        self._samples.close()
+        files = [SAMPLES_FILE, MANIFEST_FILE]
+        if self._scores is not None:
+            self._scores.close()
+            files.insert(1, SCORES_FILE)
+        manifest = {"wyckoff_hf_version": __version__,
+                    "samples": {"file": SAMPLES_FILE, "count": self.count, "sha256": self._digest.hexdigest()},
+                    FILES_KEY: files, **(settings or {})}
+        write_manifest(self.out, manifest)
+        return self.out
 
 
 def write_samples(out_dir: str | os.PathLike, representations: Sequence[WyckoffRepresentation],
                   settings: dict[str, Any] | None = None) -> Path:
     """Write ``samples.jsonl`` and ``manifest.json`` (with ``settings``, JSON-safe) into ``out_dir``."""
-    from .. import __version__
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    samples = out / SAMPLES_FILE
-    samples.write_text("".join(sample_line(rep) + "\n" for rep in representations))
-    manifest = {"wyckoff_hf_version": __version__,
-                "samples": {"file": SAMPLES_FILE, "count": len(representations), "sha256": file_sha256(samples)},
-                **(settings or {})}
-    write_manifest(out, manifest)
-    return out
+    writer = SampleWriter(out_dir)
+    writer.write(representations)
+    return writer.close(settings)
 
 
 def write_manifest(out_dir: Path, manifest: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..evaluation.samples import load_samples
+from ..evaluation.samples import EmptySamplesError, load_samples
 from ..generation.output import SAMPLES_FILE
 from ..tokenization import ConversionFailure, WyckoffRepresentation, representations_from_structures
 
@@ -78,7 +78,11 @@ def _structure_sources(argument: str, path: Path, failures: list[ConversionFailu
 
 def _read_samples(argument: str, path: Path, crystals: list[NamedCrystal], failures: list[ConversionFailure]) -> None:
     """The valid lines of a samples file, named by their 0-based index (the structure files' numbering)."""
-    samples = load_samples(path, read_structures=False)
+    try:
+        samples = load_samples(path, read_structures=False)
+    except EmptySamplesError as err:
+        failures.append(ConversionFailure(argument, type(err).__name__, str(err)))
+        return
     for index, representation in enumerate(samples.representations):
         if representation is None:
             failures.append(ConversionFailure(argument, "InvalidRepresentationError", samples.errors[index]))

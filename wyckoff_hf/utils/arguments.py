@@ -16,6 +16,41 @@ def positive_int(text: str) -> int:
     return value
 
 
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes up to 2**64 - 1, numpy's SeedSequence any int ≥ 0: a
+# non-negative int64 is valid for both and for the realisation seeds SEED + i
+MAX_SAMPLES = 10**9  # samples one job may draw: about 60 GB of samples.jsonl and days of sampling
+
+
+def bounded_int(text: str, low: int, high: int) -> int:
+    """An ``int`` in ``low..high``; the error names the range (argparse prefixes the option's name)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"must be an integer from {low} to {high}, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed, 0 .. 2**63 - 1 (``MAX_SEED``): the same range for every command."""
+    return bounded_int(text, 0, MAX_SEED)
+
+
+def num_samples(text: str) -> int:
+    """A number of samples, 1 .. ``MAX_SAMPLES``: a larger job is refused before it fills a disk."""
+    value = positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_SAMPLES}, got {value}; split a larger job into "
+                                         "several with different --seed")
+    return value
+
+
+def add_seed_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """``--seed`` (default 0), checked by ``seed``: one definition for every command."""
+    parser.add_argument("--seed", type=seed, default=0, help=f"{help} (0 to {MAX_SEED}; default: 0)")
+
+
 def positive_float(text: str) -> float:
     """A ``float`` > 0."""
     try:
@@ -24,6 +59,14 @@ def positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {value}")
+    return value
+
+
+def rate(text: str) -> float:
+    """A ``float`` in (0, 1]: a fraction such as an acceptance rate."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"must be at most 1, got {value}")
     return value
 
 
