@@ -286,6 +286,27 @@ def test_generation_is_reproducible(model):
     assert torch.equal(first.element_ids, model.generate(np.int64(16), seed=np.int64(7)).element_ids)
 
 
+def test_sample_i_depends_on_the_seed_and_i_only(model, tokenizer):
+    """Sample i is the same whatever num_samples, batch_size or the rejection rounds; sample_offset continues the
+    seed's stream, so a job cut into calls draws what one call draws."""
+    whole = model.generate(40, seed=11)
+    for other in (model.generate(7, seed=11), model.generate(40, seed=11, batch_size=3)):
+        length = other.element_ids.shape[1]
+        assert torch.equal(other.element_ids, whole.element_ids[: len(other.element_ids), :length])
+        torch.testing.assert_close(other.sequences_scores, whole.sequences_scores[: len(other.element_ids)])
+    tail = model.generate(15, seed=11, sample_offset=25)
+    assert tokenizer.decode(tail) == tokenizer.decode(whole)[25:]
+    rare = {"required_elements": ["O"], "seed": 3}
+    assert tokenizer.decode(model.generate(6, **rare, batch_size=5)) == tokenizer.decode(model.generate(12, **rare))[:6]
+
+
+def test_decoded_samples_keep_their_scores_and_acceptance_rate(model, tokenizer):
+    ids = model.generate(10, seed=2, required_elements=["O"])
+    decoded = model.generate(10, seed=2, required_elements=["O"], tokenizer=tokenizer)
+    assert decoded == tokenizer.decode(ids) and decoded.acceptance_rate == ids.acceptance_rate
+    assert decoded.sequences_scores == ids.sequences_scores.tolist()
+
+
 def test_unseeded_generation_follows_the_global_rng(model):
     set_seed(0)
     first = model.generate(16)
@@ -425,10 +446,31 @@ def test_prior_space_groups(model, tokenizer):
     ({"temperature": 0.0}, "temperature"),
     ({"space_group": 2.5}, "space_group must be an integer"),
     ({"seed": "zero"}, "seed must be an integer"),
+    ({"seed": -1}, "seed must be an integer from 0 to 2\\*\\*63 - 1"),
+    ({"sample_offset": -1}, "sample_offset ≥ 0"),
 ])
 def test_bad_generation_arguments_are_reported(model, kwargs, message):
     with pytest.raises(ValueError, match=message):
         model.generate(3, **kwargs)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("num_hidden_layers", "3", "Field 'num_hidden_layers' expected int, got str"),
+    ("site_count_embedding", "yes", "Field 'site_count_embedding' expected bool"),
+    ("max_sites", 2.5, "Field 'max_sites' expected int, got float"),
+    ("max_sites", 0, "max_sites must be at least 1"),
+])
+def test_a_wrong_type_or_value_in_config_json_is_refused_in_one_line(model, tmp_path, field, value, message):
+    from transformers import AutoConfig
+
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, field: value}))
+    for load in (AutoConfig.from_pretrained, WyckoffTransformerConfig.from_pretrained,
+                 WyckoffTransformerForCrystalGeneration.from_pretrained):
+        with pytest.raises(ValueError, match=message) as error:
+            load(tmp_path)
+        assert str(error.value).startswith(f"{tmp_path}/config.json: ") and "\n" not in str(error.value)
 
 
 def test_config_validation(tokenizer):

@@ -3,9 +3,9 @@
 The checkpoints shipped inside the package carry no code (the installed package loads them); a folder saved
 for the Hub does. One subprocess, with ``wyckoff_hf`` and the structure libraries (pymatgen, spglib, pyxtal)
 blocked, loads the shipped checkpoint as ``save_pretrained`` writes it for the Hub, a freshly saved one, and the
-fresh one again from a Hub repo (the local stand-in ``fake_hub``) through all four Auto classes, runs the encoder and the generator, and decodes the generated ids
-with the remote tokenizer; the results must equal what the installed package computes from the same weights
-and ids. Only reading a structure needs the structure libraries.
+fresh one again from a Hub repo (the local stand-in ``fake_hub``) through all four Auto classes, runs the encoder
+and the generator, and decodes the generated ids with the remote tokenizer; the results must equal what the
+installed package computes from the same weights and ids. Only reading a structure needs the structure libraries.
 """
 
 from __future__ import annotations

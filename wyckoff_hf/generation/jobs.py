@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import numpy as np
-
 from ..utils.devices import check_device
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"  # the shipped checkpoints
@@ -152,8 +150,10 @@ def sample_chunks(model, tokenizer, num_samples: int, space_group: int | Sequenc
     each chunk's representations and log-probabilities (``sequences_scores``) as it is made, so a caller writes
     them and any ``num_samples`` takes one chunk's memory.
 
-    Chunk ``k`` is seeded from ``(seed, k)`` (``SeedSequence(seed).spawn``'s k-th child, made on demand), so the
-    samples are reproducible for a given seed and chunk size, and two seeds never share a chunk's random stream."""
+    Each chunk continues the seed's stream (``generate(sample_offset=...)``): sample ``i`` depends on ``seed`` and
+    ``i`` alone, whatever the chunk size or ``num_samples``; ``seed=None`` draws one seed for the whole job from
+    torch's global RNG."""
+    import torch
     from tqdm.auto import tqdm
 
     if num_samples < 1:
@@ -162,14 +162,15 @@ def sample_chunks(model, tokenizer, num_samples: int, space_group: int | Sequenc
     prompt = generate_kwargs.get("prompt")
     if prompt is not None and not isinstance(prompt, Mapping):  # representations → the ids generate() takes
         generate_kwargs["prompt"] = tokenizer(list(prompt) if isinstance(prompt, list | tuple) else [prompt])
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)))
     with tqdm(total=num_samples, desc="sampling", disable=not progress, leave=False, dynamic_ncols=True) as bar:
-        for k, start in enumerate(range(0, num_samples, chunk_size)):
-            chunk_seed = None if seed is None else \
-                int(np.random.SeedSequence(seed, spawn_key=(k,)).generate_state(1)[0])
+        for start in range(0, num_samples, chunk_size):
             count = min(chunk_size, num_samples - start)
             groups = space_group if space_group is None or isinstance(space_group, int) else \
                 list(space_group[start:start + count])
-            generated = model.generate(num_samples=count, space_group=groups, seed=chunk_seed, **generate_kwargs)
+            generated = model.generate(num_samples=count, space_group=groups, seed=seed, sample_offset=start,
+                                       **generate_kwargs)
             yield tokenizer.decode(generated), generated.sequences_scores.tolist()
             bar.update(count)
 

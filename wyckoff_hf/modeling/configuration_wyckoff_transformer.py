@@ -14,7 +14,7 @@ Default size (d_model = 32 + 48 + 32 + 8 + 8 = 128, 3 pre-LN layers, 4 heads, fe
 0.5 M parameters): the MP-20 data are ~27k crystals of a handful of sites each, so a small encoder is
 enough to fit them, and generation re-encodes the prefix once per cascade step, so its cost is linear in
 the model size; this size is what keeps CPU generation at thousands of crystals per second
-(``scripts/benchmark_generation.py``). The element embedding is the widest because the element vocabulary
+(``scripts/benchmarks/benchmark_generation.py``). The element embedding is the widest because the element vocabulary
 is the largest and the hardest field to predict; the enumeration (0..7) needs only a few dimensions.
 
 ``max_sites`` = 20: MP-20 holds at most 20 atoms per cell, hence at most 20 Wyckoff sites. It is part of the
