@@ -346,27 +346,61 @@ def test_max_sites_and_temperature(model, tokenizer):
 def test_element_constraints(model, tokenizer):
     allowed = {"Li", "Fe", "O", "P"}
     crystals = model.generate(60, seed=0, allowed_elements=sorted(allowed), required_elements=["O", "Li"],
-                              max_sites=4, tokenizer=tokenizer)
+                              max_sites=4, tokenizer=tokenizer, constraint_sampling="masked")
     assert all(set(c.elements) <= allowed for c in crystals)
     assert all({"O", "Li"} <= set(c.elements) for c in crystals)
     oxygen_id = tokenizer.token_id("element", "O")
-    only_oxygen = model.generate(10, seed=0, allowed_elements=[oxygen_id], tokenizer=tokenizer)
+    only_oxygen = model.generate(10, seed=0, allowed_elements=[oxygen_id], tokenizer=tokenizer,
+                                 constraint_sampling="masked")
     assert all(c.elements == ("O",) for c in only_oxygen)
 
 
 def test_number_of_distinct_elements_stays_in_range(model, tokenizer):
     counts = Counter(len(c.elements) for c in model.generate(300, seed=0, tokenizer=tokenizer))
     assert set(counts) - {2, 3}  # an untrained model writes other counts too...
-    ranged = model.generate(300, seed=0, num_elements_range=(2, 3), tokenizer=tokenizer)
+    ranged = model.generate(300, seed=0, num_elements_range=(2, 3), tokenizer=tokenizer, constraint_sampling="masked")
     assert {len(c.elements) for c in ranged} == {2, 3}  # ...but not within the range
     model.generation_config.num_elements_range = [3, 3]  # the default, as training writes it
-    exact = model.generate(100, seed=0, allowed_elements=["Li", "Fe", "O", "P"], max_sites=4, tokenizer=tokenizer)
-    assert all(len(c.elements) == 3 for c in exact)
+    three = model.generate(100, seed=0, allowed_elements=["Li", "Fe", "O", "P"], max_sites=4, tokenizer=tokenizer,
+                           constraint_sampling="masked")
+    assert all(len(c.elements) == 3 for c in three)
     # the only three elements ranked after Fe: a sample that starts with Fe must take all of them
-    tail = model.generate(50, seed=0, allowed_elements=["Fe", "P", "O"], tokenizer=tokenizer)
+    tail = model.generate(50, seed=0, allowed_elements=["Fe", "P", "O"], tokenizer=tokenizer,
+                          constraint_sampling="masked")
     assert all(c.elements == ("Fe", "P", "O") for c in tail)
     made = model.generate(20, seed=0, composition={"Na": 1, "Cl": 1}, tokenizer=tokenizer)  # the default yields
     assert all(set(c.elements) == {"Na", "Cl"} for c in made)
+
+
+def test_exact_constraints_keep_the_unconstrained_draws_that_meet_them(model, tokenizer):
+    """Exact conditioning is rejection from the unconstrained sampler: sample i's first draw is the unconstrained
+    sample i, so wherever that meets the constraints it is kept as it is, score included (no renormalisation)."""
+    plain = model.generate(200, seed=4, tokenizer=tokenizer)
+    constraints = {"max_sites": 3, "num_elements_range": (2, 3)}
+    exact = model.generate(200, seed=4, tokenizer=tokenizer, **constraints)
+    assert all(len(c.sites) <= 3 and len(c.elements) in (2, 3) for c in exact)
+    meets = [i for i, c in enumerate(plain) if len(c.sites) <= 3 and len(c.elements) in (2, 3)]
+    assert 20 < len(meets) < 200 and 0 < exact.acceptance_rate < 1
+    assert [exact[i] for i in meets] == [plain[i] for i in meets]
+    assert [exact.sequences_scores[i] for i in meets] == [plain.sequences_scores[i] for i in meets]
+    masked = model.generate(200, seed=4, tokenizer=tokenizer, constraint_sampling="masked", **constraints)
+    assert masked.acceptance_rate is None and all(len(c.sites) <= 3 for c in masked)
+
+
+def test_atoms_per_primitive_cell_stay_in_the_range(model, tokenizer):
+    with pytest.raises(ValueError, match="lattice_points"):
+        model.generate(4, seed=0, num_atoms_range=(2, 6))
+    model.generation_config.lattice_points = tokenizer.lattice_points()
+    crystals = model.generate(100, seed=0, num_atoms_range=(2, 6), tokenizer=tokenizer)
+    assert all(2 <= c.num_primitive_atoms <= 6 for c in crystals) and crystals.acceptance_rate < 1
+    assert {c.num_primitive_atoms for c in crystals} >= {2, 6}
+    model.generation_config.num_atoms_range = [2, 6]  # the default, as training writes it
+    assert all(2 <= c.num_primitive_atoms <= 6 for c in model.generate(20, seed=1, tokenizer=tokenizer))
+
+
+def test_too_rare_a_constraint_names_the_ways_out(model):
+    with pytest.raises(ValueError, match="allowed_elements: only .* constraint_sampling='masked'"):
+        model.generate(20, seed=0, allowed_elements=["O"])
 
 
 def in_canonical_order(crystal: WyckoffRepresentation) -> bool:

@@ -14,9 +14,8 @@ and attention is bidirectional, so the prefix is seen as a set of sites.
 
 One mask builder (``WyckoffPositionTables.element_allowed`` / ``position_allowed``) restricts every prediction,
 in the loss and in ``generate`` (``WyckoffGenerationMixin``) alike, so the probability ``forward`` assigns a
-sequence is exactly the one ``generate`` samples it with at temperature 1 and without the options that reshape
-the sampler (the STOP shifts and element-count range a checkpoint's generation config may add, see
-``GeneratedCrystals.sequences_scores``):
+sequence is exactly the one ``generate`` samples it with at temperature 1, without STOP shifts (a checkpoint's
+generation config may add both) and without masking options (see ``GeneratedCrystals.sequences_scores``):
 
 - site symmetries and enumerations of the sample's group only, each 0-dof position held by at most one site;
 - STOP never first, and the only choice once ``config.max_sites`` sites are placed;

@@ -7,7 +7,7 @@ raises a ``ValueError`` naming the argument for anything the model cannot sample
 
 import math
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -133,12 +133,21 @@ def element_ids(model: Any, elements: Sequence[str | int] | None, argument: str)
     return torch.tensor(sorted(ids), dtype=torch.long, device=model.device)
 
 
-def element_count_limits(model: Any, num_elements_range: Sequence[int] | None, composition: bool,
-                          element_allowed: torch.Tensor, required: torch.Tensor | None,
-                          max_sites: int) -> tuple[int, int, torch.Tensor, torch.Tensor | None] | None:
-    """``(low, high, elements, later)`` for ``ElementCountSites`` (``elements``: the allowed element ids as a
-    mask; ``later``: in canonical order, per element id, how many allowed elements rank after it), or ``None``
-    when no range applies; a ``ValueError`` for a range no sample can meet."""
+CONSTRAINT_SAMPLING = ("exact", "masked")
+
+
+def constraint_sampling(value: str) -> bool:
+    """``generate``'s ``constraint_sampling``: whether the constraints are sampled exactly (``"exact"``)."""
+    if value not in CONSTRAINT_SAMPLING:
+        raise ValueError(f"constraint_sampling must be one of {CONSTRAINT_SAMPLING}, got {value!r}")
+    return value == "exact"
+
+
+def element_range(model: Any, num_elements_range: Sequence[int] | None, composition: bool,
+                  element_allowed: torch.Tensor, required: torch.Tensor | None,
+                  max_sites: int) -> tuple[int, int] | None:
+    """``(low, high)`` distinct elements per sample (default ``generation_config.num_elements_range``), or
+    ``None`` when no range applies; a ``ValueError`` for a range no sample can meet."""
     if num_elements_range is None:
         if composition:
             return None
@@ -158,10 +167,89 @@ def element_count_limits(model: Any, num_elements_range: Sequence[int] | None, c
     if required is not None and len(required) > high:
         raise ValueError(f"required_elements name {len(required)} elements, more than num_elements_range allows "
                          f"({high})")
+    return low, high
+
+
+def element_count_limits(model: Any, low: int, high: int,
+                         element_allowed: torch.Tensor) -> tuple[int, int, torch.Tensor, torch.Tensor | None]:
+    """``(low, high, elements, later)`` for the masks of ``ElementCountSites`` (``elements``: the allowed element
+    ids as a mask; ``later``: in canonical order, per element id, how many allowed elements rank after it)."""
+    elements = element_allowed.clone()
+    elements[: model.config.mask_token_id + 1] = False
     if not model.tables.ordered:
         return low, high, elements, None
     rank = torch.where(elements, model.tables.element_rank.long(), -1)
     return low, high, elements, (rank[None, :] > rank[:, None]).sum(1)
+
+
+def atom_range(model: Any, num_atoms_range: Sequence[int] | None) -> tuple[int, int, torch.Tensor] | None:
+    """``(low, high, lattice_points)``: atoms per primitive cell (default ``generation_config.num_atoms_range``,
+    the training split's range) and the lattice points per conventional cell of each space-group id
+    (``generation_config.lattice_points``, written by training from the tokenizer); ``None`` without a range."""
+    settings = model.generation_config
+    if num_atoms_range is None:
+        num_atoms_range = getattr(settings, "num_atoms_range", None)
+        if num_atoms_range is None:
+            return None
+    if len(num_atoms_range) != 2:
+        raise ValueError(f"num_atoms_range must be (low, high), got {num_atoms_range!r}")
+    low, high = (integer(value, "num_atoms_range") for value in num_atoms_range)
+    if not 1 <= low <= high:
+        raise ValueError(f"num_atoms_range ({low}, {high}) needs 1 ≤ low ≤ high")
+    lattice_points = getattr(settings, "lattice_points", None)
+    if lattice_points is None or len(lattice_points) != model.config.space_group_vocab_size:
+        raise ValueError("num_atoms_range needs generation_config.lattice_points, one per space-group id "
+                         "(WyckoffTokenizer.lattice_points())")
+    return low, high, torch.tensor(lattice_points, dtype=torch.long, device=model.device).clamp(min=1)
+
+
+def acceptance_test(model: Any, required: torch.Tensor | None, allowed: torch.Tensor | None, max_sites: int | None,
+                    elements: tuple[int, int] | None,
+                    atoms: tuple[int, int, torch.Tensor] | None) -> tuple[Callable | None, list[str]]:
+    """The test a complete sample must pass to be kept (exact conditioning by rejection), and the names of what it
+    checks: every ``required`` element present, only ``allowed`` elements (a mask over element ids), at most
+    ``max_sites`` sites, ``elements`` = (low, high) distinct elements, ``atoms`` = (low, high, lattice points)
+    atoms per primitive cell. ``None`` when nothing is checked."""
+    checks: list[Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor]] = []
+    names = []
+    if required is not None:
+        names.append("required_elements")
+        checks.append(lambda batch, site: (batch["element_ids"][:, :, None] == required).any(1).all(1))
+    if allowed is not None:
+        names.append("allowed_elements")
+        checks.append(lambda batch, site: (allowed[batch["element_ids"]] | ~site).all(1))
+    if max_sites is not None:
+        names.append("max_sites")
+        checks.append(lambda batch, site: site.sum(1) <= max_sites)
+    if elements is not None:
+        names.append("num_elements_range")
+
+        def distinct_elements(batch: dict[str, torch.Tensor], site: torch.Tensor) -> torch.Tensor:
+            present = torch.zeros(len(site), model.config.element_vocab_size, dtype=torch.long, device=site.device)
+            count = present.scatter_add(1, batch["element_ids"], site.long()).gt(0).sum(1)
+            return (elements[0] <= count) & (count <= elements[1])
+
+        checks.append(distinct_elements)
+    if atoms is not None:
+        names.append("num_atoms_range")
+
+        def primitive_atoms(batch: dict[str, torch.Tensor], site: torch.Tensor) -> torch.Tensor:
+            count = (batch["multiplicity"] * site).sum(1) // atoms[2][batch["space_group_ids"][:, 0]]
+            return (atoms[0] <= count) & (count <= atoms[1])
+
+        checks.append(primitive_atoms)
+    if not checks:
+        return None, names
+    mask_token_id = model.config.mask_token_id
+
+    def accepts(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        site = batch["element_ids"] > mask_token_id
+        keep = checks[0](batch, site)
+        for check in checks[1:]:
+            keep &= check(batch, site)
+        return keep
+
+    return accepts, names
 
 
 def conditions(model: Any, condition: Mapping[str, float | Sequence[float]] | None,

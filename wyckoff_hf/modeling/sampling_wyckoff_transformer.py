@@ -5,20 +5,20 @@ The loop samples token by token and field by field (element or STOP, site symmet
 network's masked softmax: the masks of ``WyckoffPositionTables`` (the ones ``forward`` scores with), narrowed by
 the constraints of ``site_constraints`` that the arguments ask for.
 
-What each option samples. ``space_group`` conditions exactly (the model is p(sites | S)). ``allowed_elements`` and
-``max_sites`` below the model's are *renormalised masking*: disallowed choices are removed at every step and the
-rest renormalised, which is not the model's conditional p(x | x uses only these elements) (a prefix that would
-likely have continued with a forbidden element is not down-weighted). ``required_elements`` is sampled by
-*rejection*: unconstrained draws (under the other options) are kept when they contain every required element, so
-the samples follow the exact conditional; the acceptance rate is reported, and too low a rate is an error.
+What each option samples. ``space_group`` conditions exactly (the model is p(sites | S)). ``required_elements``,
+``num_atoms_range`` and, by default (``constraint_sampling="exact"``), ``allowed_elements``, ``max_sites`` below the
+model's and ``num_elements_range`` are sampled by *rejection*: draws without them are kept when they meet them, so
+the samples follow the exact conditional; the acceptance rate is reported, and too low a rate is an error. With
+``constraint_sampling="masked"`` the last three are *renormalised masking* instead: disallowed choices are removed
+at every step and the rest renormalised, which is not the model's conditional p(x | x uses only these elements) (a
+prefix that would likely have continued with a forbidden element is not down-weighted).
 ``prompt`` conditions exactly as well: the given group and first sites are taken as they are (after checking that
 the model could have produced them), the model samples the rest from p(rest | prompt, S), and the score is the
 log-probability of that completion. ``composition`` (crystal structure prediction) is renormalised masking: every
 step allows only the sites after which the composition (Z formula units for some Z ≥ 1, within ``max_atoms``) stays
 reachable (``CompositionMoves`` decides it exactly), so every sample has exactly the composition, but the samples
 follow the model's distribution restricted step by step, not its conditional p(x | composition): rank them by the
-model's own log-likelihood (``wyckoff_hf.generation.csp``). ``num_elements_range`` is renormalised masking too (the
-number of distinct elements stays in range, with a look-ahead so that the low end stays reachable). ``condition``
+model's own log-likelihood (``wyckoff_hf.generation.csp``). ``condition``
 (a conditional generator, ``config.condition_names``) is exact at ``guidance_scale`` 1: the network was trained on
 p(sites | S, condition); other scales apply classifier-free guidance per step.
 
@@ -60,21 +60,20 @@ class GeneratedCrystals(ModelOutput):
     (element/site-symmetry/enumeration id = STOP), then padding (0).
     Decode with ``WyckoffTokenizer.decode``.
 
-    sequences_scores: ``(num_samples,)``, the log-probability of each sample under the distribution it was drawn
-        from: the model's masked softmax at the sampling temperature T, renormalised over ``allowed_elements``,
-        ``max_sites`` and ``composition``, and shifted by the STOP logit bias. At T = 1 without those options, without
-        STOP shifts and without an element-count range it is the model's log p(sites | space group), equal to
-        ``forward(...).log_likelihood`` of the sequence. A checkpoint's ``generation_config`` may set all three
-        (the shipped one does: a calibrated temperature, ``stop_logit_bias`` and ``num_elements_range``): pass
-        ``temperature=1.0, stop_logit_bias=[0.0], num_elements_range=(1, config.max_sites)`` to sample the model
-        itself; at other T it is the log-probability under
-        the tempered per-step distributions (softmax(logits / T)), not a tempered joint. Rejection
-        (``required_elements``) does not change it: the normalising constant of the conditional is the acceptance
-        rate. With a ``prompt`` it is the log-probability of the completion given the prompt (the prompt's own
-        steps count 0): at T = 1, the sequence's ``forward`` log-likelihood less that of its prompt's steps. With
-        a ``condition`` it is the log-probability under the conditional (guided, for ``guidance_scale`` ≠ 1)
-        per-step distributions the sample was drawn from.
-    acceptance_rate: with ``required_elements``, accepted / drawn samples of the rejection sampler; else ``None``.
+    sequences_scores: ``(num_samples,)``, the log-probability of each sample under the per-step distributions it
+        was drawn from: the model's masked softmax at the sampling temperature T, shifted by the STOP logit bias,
+        and renormalised over the masks of ``composition`` and of ``constraint_sampling="masked"``. Rejection (the
+        default for the other constraints) does not change it: the normalising constant of the conditional is the
+        acceptance rate. So at T = 1 without STOP shifts and without masks it is the model's log p(sites | space
+        group), equal to ``forward(...).log_likelihood`` of the sequence. A checkpoint's ``generation_config`` may
+        set a temperature and STOP shifts (the shipped one does): pass ``temperature=1.0, stop_logit_bias=[0.0]``
+        to score with the model itself. At other T it is the log-probability under the tempered per-step
+        distributions (softmax(logits / T)), not a tempered joint. With a ``prompt`` it is the log-probability of
+        the completion given the prompt (the prompt's own steps count 0): at T = 1, the sequence's ``forward``
+        log-likelihood less that of its prompt's steps. With a ``condition`` it is the log-probability under the
+        conditional (guided, for ``guidance_scale`` ≠ 1) per-step distributions the sample was drawn from.
+    acceptance_rate: accepted / drawn samples of the rejection sampler when a constraint is checked on complete
+        samples (``required_elements``, the atom range, and the exact element constraints); else ``None``.
     """
 
     space_group_ids: torch.LongTensor | None = None
@@ -176,7 +175,8 @@ class WyckoffGenerationMixin:
                  num_elements_range: Sequence[int] | None = None,
                  stop_logit_bias: Sequence[float] | None = None,
                  field_temperatures: Mapping[str, float] | None = None,
-                 sample_offset: int = 0) -> "GeneratedCrystals | DecodedCrystals":
+                 sample_offset: int = 0, num_atoms_range: Sequence[int] | None = None,
+                 constraint_sampling: str = "exact") -> "GeneratedCrystals | DecodedCrystals":
         """Sample ``num_samples`` crystals, valid by construction, sites in canonical order (in any order for a
         model with ``config.site_order = "any"``).
 
@@ -189,11 +189,13 @@ class WyckoffGenerationMixin:
                 generator, ``SampleStreams``), so equal seeds give equal samples whatever ``num_samples``,
                 ``batch_size`` or the rejection rounds; ``None`` draws the seed from torch's global RNG
                 (``transformers.set_seed``).
-            allowed_elements: element symbols (or element token ids) that sites may hold (renormalised masking).
+            allowed_elements: element symbols (or element token ids) that sites may hold (see
+                ``constraint_sampling``).
             required_elements: symbols/ids every sample must contain, by rejection of unconstrained draws: the
                 samples follow the model's conditional given the constraint. At most
                 ``num_samples / generation_config.min_acceptance_rate`` draws are made; fewer acceptances raise.
-            max_sites: most sites per sample, at most (and by default) ``config.max_sites`` (renormalised masking).
+            max_sites: most sites per sample, at most (and by default) ``config.max_sites`` (see
+                ``constraint_sampling``).
             batch_size: samples per batch (default 2048: on a 2-core CPU larger batches are no faster,
                 and memory stays bounded); the samples do not depend on it.
             tokenizer: a ``WyckoffTokenizer``; given, the samples come back decoded as representations.
@@ -224,11 +226,11 @@ class WyckoffGenerationMixin:
                 ``guidance_scale`` × (conditional − unconditional), both from the same network (conditions
                 unknown for the first). 1 samples the conditional, 0 ignores the condition, above 1 pushes samples
                 further toward it at some cost in diversity.
-            num_elements_range: ``(low, high)``, the numbers of distinct elements a sample may have (renormalised
-                masking: a new element only while fewer than ``high``, STOP only once ``low`` are placed). Default
-                ``generation_config.num_elements_range`` (the training split's range, written by training: a model
-                of binary and ternary crystals then never writes a unary or a quaternary one), or none. Not used
-                with ``composition``, which fixes the elements.
+            num_elements_range: ``(low, high)``, the numbers of distinct elements a sample may have (see
+                ``constraint_sampling``; masked: a new element only while fewer than ``high``, STOP only once
+                ``low`` are placed). Default ``generation_config.num_elements_range`` (the training split's range,
+                written by training: a model of binary and ternary crystals then never writes a unary or a
+                quaternary one), or none. Not used with ``composition``, which fixes the elements.
             stop_logit_bias: added to the (tempered) STOP logit of the token after ``k`` sites, entry ``k``; the
                 last entry also serves every later position. Default ``generation_config.stop_logit_bias``, fitted
                 on the validation split so that the sampled number of sites follows it
@@ -243,6 +245,18 @@ class WyckoffGenerationMixin:
 
             sample_offset: the index of the first sample in the seed's stream: sample ``i`` of this call is sample
                 ``sample_offset + i`` of ``seed``, so a job cut into calls draws what one call would.
+            num_atoms_range: ``(low, high)`` atoms per primitive cell (the conventional cell's over its lattice
+                points), always by rejection (exact). Default ``generation_config.num_atoms_range``: the training
+                split's range, written by training (with ``generation_config.lattice_points``), so the sampler keeps
+                to the data's support (MP-20: at most 20 atoms).
+            constraint_sampling: how ``allowed_elements``, ``max_sites`` and ``num_elements_range`` are met.
+                ``"exact"`` (default): complete samples drawn without them are kept when they meet them
+                (rejection), so the samples follow the model's conditional p(x | constraint) and
+                ``acceptance_rate`` reports the cost; too rare a constraint (below
+                ``generation_config.min_acceptance_rate``) raises. ``"masked"``: every step drops the choices that
+                break them and renormalises the rest: fast at any rarity, but it samples
+                q(x) = Π p(x_t | x_<t, allowed) / Z_t, not the conditional (a prefix that would likely have
+                continued with a forbidden choice is not down-weighted, so long samples pile up at the caps).
 
         Integers may be Python, numpy or 0-d torch integers. Returns ``GeneratedCrystals`` (with
         ``sequences_scores`` and ``acceptance_rate``), or with ``tokenizer`` the decoded representations as a
@@ -264,6 +278,7 @@ class WyckoffGenerationMixin:
         elif not 0 <= arguments.integer(seed, "seed") < 2**63:
             raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
         streams = SampleStreams(int(seed), self.device)
+        exact = arguments.constraint_sampling(constraint_sampling)
         element_allowed = torch.zeros(config.element_vocab_size, dtype=torch.bool, device=self.device)
         allowed = arguments.element_ids(self, allowed_elements, "allowed_elements")
         element_allowed[config.mask_token_id + 1:] = allowed is None
@@ -294,8 +309,19 @@ class WyckoffGenerationMixin:
             raise ValueError(f"guidance_scale must be ≥ 0 and is used with a condition only, got {guidance_scale}"
                              f"{'' if conditions is not None else ' without a condition'}")
         guidance = None if conditions is None else Guidance(conditions, guidance_scale)
-        element_counts = arguments.element_count_limits(self, num_elements_range, composition is not None,
-                                                        element_allowed, required, max_sites)
+        elements = arguments.element_range(self, num_elements_range, composition is not None, element_allowed,
+                                           required, max_sites)
+        atoms = arguments.atom_range(self, num_atoms_range)
+        # exact: allowed elements, fewer sites and the element range are checked on complete samples drawn
+        # without them (rejection); masked: they narrow every step (renormalised), only the rest is checked
+        accepts, checked = arguments.acceptance_test(
+            self, required, element_allowed if exact and allowed is not None else None,
+            max_sites if exact and max_sites < config.max_sites else None, elements if exact else None, atoms)
+        element_counts = (None if exact or elements is None
+                          else arguments.element_count_limits(self, *elements, element_allowed))
+        if exact:
+            element_allowed[config.mask_token_id + 1:] = True
+            max_sites = config.max_sites
         stop_bias = arguments.stop_bias(self, getattr(settings, "stop_logit_bias", None) if stop_logit_bias is None
                                         else stop_logit_bias, max_sites)
 
@@ -313,12 +339,12 @@ class WyckoffGenerationMixin:
         self.eval()
         try:
             output, acceptance_rate = self._sample_by_rejection(
-                num_samples, required, float(getattr(settings, "min_acceptance_rate", 0.01)), sample, batch_size,
-                streams, sample_offset)
+                num_samples, accepts, checked, float(getattr(settings, "min_acceptance_rate", 0.01)), sample,
+                batch_size, streams, sample_offset)
         finally:
             self.train(was_training)
-        if required is not None:
-            logger.info(f"required_elements {list(required_elements)}: acceptance rate {acceptance_rate:.3f}")
+        if accepts is not None:
+            logger.info(f"{', '.join(checked)}: acceptance rate {acceptance_rate:.3f}")
         result = GeneratedCrystals(**output, acceptance_rate=acceptance_rate)
         if tokenizer is None:
             return result
@@ -362,18 +388,20 @@ class WyckoffGenerationMixin:
                              "zero, and zero for ids that are not space groups with Wyckoff positions")
         return prior
 
-    def _sample_by_rejection(self, num_samples: int, required: torch.Tensor | None, min_acceptance_rate: float,
+    def _sample_by_rejection(self, num_samples: int, accepts: Callable[[dict], torch.Tensor] | None,
+                             checked: Sequence[str], min_acceptance_rate: float,
                              sample: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
                              batch_size: int, streams: SampleStreams,
                              sample_offset: int) -> tuple[dict[str, torch.Tensor], float | None]:
-        """Fill ``num_samples`` slots, each with the first of its draws that contains every ``required`` element.
+        """Fill ``num_samples`` slots, each with the first of its draws that ``accepts`` (the constraints
+        ``checked``).
 
         ``sample(slots, keys)`` draws one crystal per slot index given, from p(S) p(sites | S) or p(sites | S = the
         slot's group), with the random stream of each key, so the accepted draw follows the conditional given the
         constraint. Draw ``a`` of slot ``i`` uses the stream of (sample ``sample_offset + i``, attempt ``a``), so
         which draw a slot keeps does not depend on the other slots. Later rounds draw several candidates per open
         slot, as many as the acceptance rate so far suggests, within ``num_samples / min_acceptance_rate`` draws in
-        all. Without ``required`` one round accepts everything (acceptance rate ``None``).
+        all. Without a test one round accepts everything (acceptance rate ``None``).
         """
         width = self.config.max_sites + 1
         chosen: dict[str, torch.Tensor] = {}
@@ -387,9 +415,10 @@ class WyckoffGenerationMixin:
             copies = min(math.ceil(1.2 / rate) if drawn else 1, (budget - drawn) // len(open_slots))
             if copies < 1:
                 raise ValueError(
-                    f"required_elements: only {accepted} of {drawn} draws contain them (acceptance rate "
-                    f"{accepted / drawn:.4f} < generation_config.min_acceptance_rate={min_acceptance_rate}); the "
-                    f"constraint is too rare to sample its conditional by rejection")
+                    f"{', '.join(checked)}: only {accepted} of {drawn} draws meet them (acceptance rate "
+                    f"{accepted / drawn:.4f} < generation_config.min_acceptance_rate={min_acceptance_rate}): too "
+                    f"rare to sample their conditional by rejection; lower min_acceptance_rate, or pass "
+                    f"constraint_sampling='masked' (renormalised masks: fast, but not the conditional)")
             candidates = open_slots.repeat_interleave(copies)  # sorted by slot, so a slot's first draw comes first
             attempt = attempts[candidates] + torch.arange(len(candidates), device=self.device) % copies
             attempts[open_slots] += copies
@@ -398,8 +427,8 @@ class WyckoffGenerationMixin:
                 slots = candidates[start:start + batch_size]
                 batch = sample(slots, keys[start:start + batch_size])
                 keep = torch.ones(len(slots), dtype=torch.bool, device=self.device)
-                if required is not None:
-                    keep = (batch["element_ids"][:, :, None] == required).any(1).all(1)
+                if accepts is not None:
+                    keep = accepts(batch)
                 drawn, accepted = drawn + len(slots), accepted + int(keep.sum())
                 take = (keep & ~filled[slots]).nonzero().squeeze(1)
                 take = take[torch.cat([take.new_ones(min(len(take), 1), dtype=torch.bool),
@@ -411,7 +440,7 @@ class WyckoffGenerationMixin:
                 filled[slots[take]] = True
         length = int(chosen["attention_mask"].sum(1).max())
         output = {key: value[:, :length] if value.dim() == 2 else value for key, value in chosen.items()}
-        return output, (accepted / drawn if required is not None else None)
+        return output, (accepted / drawn if accepts is not None else None)
 
     def _sample_field(self, field: str, state: dict[str, torch.Tensor], position: int, allowed: torch.Tensor,
                       temperature: float, keys: torch.Tensor, guidance: Guidance | None = None,

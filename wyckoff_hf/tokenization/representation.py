@@ -148,6 +148,11 @@ class WyckoffRepresentation:
         return sum(site.multiplicity for site in self.sites)
 
     @property
+    def num_primitive_atoms(self) -> int:
+        """Atoms in the primitive cell: those of the conventional cell over its lattice points."""
+        return self.num_atoms // space_group_table(self.space_group).lattice_points
+
+    @property
     def composition(self) -> Composition:
         """Composition of the conventional cell."""
         counts: Counter[str] = Counter()

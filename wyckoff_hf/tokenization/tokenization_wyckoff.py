@@ -116,6 +116,12 @@ class WyckoffTokenizer(PushToHubMixin):
             for t in all_space_group_tables() for p in t.positions
         ]
 
+    def lattice_points(self) -> list[int]:
+        """Lattice points per conventional cell of every space-group id (0 for the special tokens): what turns a
+        sample's atoms per conventional cell into atoms per primitive cell, for ``generate``'s atom range."""
+        return [0 if token in SPECIAL_TOKENS else space_group_table(int(token)).lattice_points
+                for token in self.vocabularies["space_group"]]
+
     def model_config_kwargs(self, element_descriptors: bool = False) -> dict[str, Any]:
         """What a ``WyckoffTransformerConfig`` needs to know of this tokenizer; with ``element_descriptors``, also
         the elements' chemical descriptors (from pymatgen, so only when asked)."""

@@ -49,6 +49,9 @@ class WyckoffPosition:
     enumeration: int
 
 
+LATTICE_POINTS = {"P": 1, "A": 2, "B": 2, "C": 2, "I": 2, "F": 4, "R": 3}
+
+
 @dataclass(frozen=True)
 class SpaceGroupTable:
     """All Wyckoff positions of one space group, indexed both ways."""
@@ -69,6 +72,12 @@ class SpaceGroupTable:
         object.__setattr__(self, "_index", {p.letter: i for i, p in enumerate(self.positions)})
         object.__setattr__(self, "relabelling_indices", np.array(
             [[self._index[relabel[p.letter]] for p in self.positions] for relabel in self.relabellings]))
+
+    @property
+    def lattice_points(self) -> int:
+        """Lattice points per conventional cell, from the centring letter of the symbol (R groups in the hexagonal
+        setting of the tables: 3): the conventional cell holds this many primitive cells."""
+        return LATTICE_POINTS[self.symbol[0]]
 
     def by_letter(self, letter: str) -> WyckoffPosition:
         try:

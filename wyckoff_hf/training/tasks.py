@@ -130,8 +130,9 @@ class GenerationTask:
     def build_model(self, tokenizer: WyckoffTokenizer, train_split: Dataset,
                     overrides: dict[str, Any]) -> WyckoffTransformerForCrystalGeneration:
         """A fresh model built for the tokenizer's tables, sampling space groups from the training split's prior
-        and keeping its samples' number of distinct elements within the split's range (a binary/ternary split
-        gives (2, 3): ``generate`` then never writes a unary or a quaternary crystal)."""
+        and keeping its samples' number of distinct elements and of atoms per primitive cell within the split's
+        ranges (a binary/ternary split gives (2, 3): ``generate`` then never writes a unary or a quaternary
+        crystal; MP-20 gives at most 20 atoms)."""
         conditioning = {}
         if self.columns:
             mean, std = standardisation(train_split, self.columns, "--condition")
@@ -143,6 +144,12 @@ class GenerationTask:
                                                       for token in tokenizer.vocabularies["space_group"]]
         element_counts = [len(set(elements)) for elements in train_split["site_elements"]]
         model.generation_config.num_elements_range = [min(element_counts), max(element_counts)]
+        lattice_points = dict(zip(tokenizer.vocabularies["space_group"], tokenizer.lattice_points(), strict=True))
+        atoms = [sum(multiplicities) // lattice_points[str(group)]
+                 for group, multiplicities in zip(train_split["space_group"], train_split["multiplicities"],
+                                                  strict=True)]
+        model.generation_config.num_atoms_range = [min(atoms), max(atoms)]
+        model.generation_config.lattice_points = tokenizer.lattice_points()
         return model
 
     def collate(self, features: list[dict[str, Any]]) -> BatchEncoding:
