@@ -18,6 +18,7 @@ from transformers import pipeline
 
 from wyckoff_hf.cli import main
 from wyckoff_hf.evaluation import load_samples
+from wyckoff_hf.generation import PRETRAINED
 from wyckoff_hf.generation.output import write_samples
 from wyckoff_hf.modeling import (
     WyckoffTransformerConfig,
@@ -25,6 +26,7 @@ from wyckoff_hf.modeling import (
     WyckoffTransformerForPropertyPrediction,
 )
 from wyckoff_hf.prediction import CompositionFamilyBaseline, PropertyPredictor, predict_table
+from wyckoff_hf.prediction.predict import rows_from_logits
 from wyckoff_hf.tokenization import StructureParseError, WyckoffRepresentation, WyckoffTokenizer
 
 TINY = test_benchmark_quality.TINY  # the tiny_dataset fixture (conftest) has at most TINY's max_sites sites
@@ -91,6 +93,36 @@ def test_regression_outputs_are_forward_in_label_units(regressor):
     assert predictions[0]["band_gap"] == pytest.approx(forward_band_gap(regressor, NACL), abs=1e-6)
     assert predictions[1]["band_gap"] == pytest.approx(forward_band_gap(regressor, PNMA), abs=1e-6)
     assert 0.5 < predictions[0]["band_gap"] < 2.5  # destandardised around label_mean, not around 0
+
+
+# crystals the shipped band-gap model put below 0 before predictions were clamped (-0.0041, -0.0016, -0.0010 eV)
+NEGATIVE_GAP_CRYSTALS = [
+    WyckoffRepresentation.from_sites(5, [("V", "c"), ("V", "c"), ("V", "c"), ("O", "a"), ("O", "c")], canonical=False),
+    WyckoffRepresentation.from_sites(71, [("V", "a"), ("V", "f"), ("V", "l"), ("O", "c"), ("O", "e")], canonical=False),
+    WyckoffRepresentation.from_sites(113, [("Co", "c"), ("Ag", "a"), ("Se", "e")], canonical=False),
+]
+
+
+def test_the_shipped_band_gap_model_predicts_no_negative_gap():
+    predictor = PropertyPredictor.from_pretrained(PRETRAINED / "mp20-biternary-band-gap")
+    raw = predictor.model(**predictor.tokenizer(NEGATIVE_GAP_CRYSTALS, return_tensors="pt")).logits[:, 0]
+    assert (raw < 0).all()  # the unbounded head still says below 0 ...
+    assert [row["band_gap"] for row in predictor.predict(NEGATIVE_GAP_CRYSTALS)] == [0.0, 0.0, 0.0]  # ... reported as 0
+    ranked = pipeline("crystal-property-prediction", model=str(PRETRAINED / "mp20-biternary-band-gap"))
+    assert [row["band_gap"] for row in ranked(NEGATIVE_GAP_CRYSTALS)] == [0.0, 0.0, 0.0]
+
+
+def test_a_config_names_its_non_negative_labels_or_turns_clamping_off(tokenizer):
+    names = ["band_gap", "formation_energy_per_atom"]
+    logits = torch.tensor([[-0.5, -0.5]])
+    default = property_config(tokenizer, names, problem_type="regression")
+    assert rows_from_logits(logits, default) == [{"band_gap": 0.0, "formation_energy_per_atom": -0.5}]
+    assert logits.tolist() == [[-0.5, -0.5]]  # the logits themselves are left alone
+    off = property_config(tokenizer, names, problem_type="regression", non_negative_labels=[])
+    assert rows_from_logits(logits, off) == [{"band_gap": -0.5, "formation_energy_per_atom": -0.5}]
+    bad = property_config(tokenizer, names, problem_type="regression", non_negative_labels=["volume"])
+    with pytest.raises(ValueError, match="'volume'"):
+        rows_from_logits(logits, bad)
 
 
 def test_classifier_gives_class_probabilities_and_the_likeliest_label(classifier):
