@@ -28,6 +28,7 @@ from wyckoff_hf.modeling import (
 from wyckoff_hf.prediction import CompositionFamilyBaseline, PropertyPredictor, predict_table
 from wyckoff_hf.prediction.predict import rows_from_logits
 from wyckoff_hf.tokenization import StructureParseError, WyckoffRepresentation, WyckoffTokenizer
+from wyckoff_hf.utils.model_kind import GENERATOR, PREDICTOR, check_model_kind
 
 TINY = test_benchmark_quality.TINY  # the tiny_dataset fixture (conftest) has at most TINY's max_sites sites
 NACL = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
@@ -181,8 +182,33 @@ def test_predict_refuses_a_generator_in_one_line(generator, tmp_path, capsys):
     nacl_structure().to(filename=str(tmp_path / "nacl.cif"))
     assert main(["predict", str(tmp_path / "nacl.cif"), "--model", str(generator)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == [f"wyckoff-hf predict: error: {generator} is not a property model: its architectures are "
-                     "['WyckoffTransformerForCrystalGeneration'], not ['WyckoffTransformerForPropertyPrediction']"]
+    assert lines == [f"wyckoff-hf predict: error: {generator} is a generator (WyckoffTransformerForCrystalGeneration), "
+                     f"not a property predictor: use `wyckoff-hf generate --model {generator}`"]
+
+
+def test_generate_refuses_the_shipped_predictor_in_one_line_before_loading_it(tmp_path, capsys, monkeypatch):
+    import wyckoff_hf.generation.jobs as jobs
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(jobs, "load_checkpoint", no_loading)
+    predictor = PRETRAINED / "mp20-biternary-band-gap"
+    assert main(["generate", "-n", "2", "--model", str(predictor), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"wyckoff-hf generate: error: {predictor} is a property predictor (WyckoffTransformerForPropertyPrediction), "
+        f"not a generator: use `wyckoff-hf predict --model {predictor}`"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_kind_is_read_from_config_json_and_unknown_kinds_pass(tmp_path):
+    check_model_kind(PRETRAINED / "mp20-biternary", GENERATOR)
+    check_model_kind(PRETRAINED / "mp20-biternary-band-gap", PREDICTOR)
+    (tmp_path / "config.json").write_text('{"model_type": "wyckoff_transformer"}')  # no architectures: let through
+    check_model_kind(tmp_path, GENERATOR)
+    (tmp_path / "config.json").write_text('{"architectures": ["BertModel"]}')
+    with pytest.raises(ValueError, match=r"is not a generator \(WyckoffTransformerForCrystalGeneration\): its config"):
+        check_model_kind(tmp_path, GENERATOR)
 
 
 @pytest.mark.parametrize("give", ["folder", "samples.jsonl"])

@@ -15,12 +15,10 @@ gap models give ``band_gap [model_a]`` and ``band_gap [model_b]``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,9 +27,9 @@ import torch
 
 from ..generation.jobs import load_checkpoint, resolve_model_source
 from ..tokenization import InvalidRepresentationError, WyckoffError, WyckoffRepresentation, WyckoffTokenizer
+from ..utils.model_kind import PREDICTOR, check_model_kind
 
 DEFAULT_BATCH_SIZE = 512  # crystals per forward pass: a few MB of activations for the default model size
-ARCHITECTURE = "WyckoffTransformerForPropertyPrediction"
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 UNITS = {"formation_energy_per_atom": "eV/atom", "e_above_hull": "eV/atom", "energy_per_atom": "eV/atom",
          "band_gap": "eV"}
@@ -120,12 +118,6 @@ def predict_properties(model: Any, tokenizer: WyckoffTokenizer, representations:
     return rows
 
 
-def _check_architectures(architectures: list[str] | None, model: str | os.PathLike) -> None:
-    if ARCHITECTURE not in (architectures or []):
-        raise ValueError(f"{model} is not a property model: its architectures are {architectures}, not "
-                         f"[{ARCHITECTURE!r}]")
-
-
 @dataclass
 class PropertyPredictor:
     """A property model, its tokenizer and the name it goes by in tables (the folder or Hub id it was loaded from)."""
@@ -140,11 +132,12 @@ class PropertyPredictor:
         checkpoint of another kind (a generator) is refused, since its missing head would predict noise."""
         from transformers import AutoModelForSequenceClassification
 
-        config_file = Path(resolve_model_source(model)) / "config.json"
-        if config_file.is_file():  # a local folder: refuse before transformers loads (and warns about) the weights
-            _check_architectures(json.loads(config_file.read_text()).get("architectures"), model)
+        # refuse before transformers loads (and warns about) the weights, and again once loaded (a Hub id not cached)
+        check_model_kind(resolve_model_source(model), PREDICTOR, model)
         loaded, tokenizer = load_checkpoint(AutoModelForSequenceClassification, model, device)
-        _check_architectures(loaded.config.architectures, model)
+        if PREDICTOR not in (loaded.config.architectures or []):
+            raise ValueError(f"{model} is not a property predictor: its architectures are {loaded.config.architectures}"
+                             f", not [{PREDICTOR!r}]")
         problem_type(loaded.config)
         return cls(loaded, tokenizer, str(model))
 
