@@ -29,6 +29,7 @@ DESCRIPTION = ("Generate crystals with a WyckoffTransformer, predict the crystal
                "3D, evaluate a sample set, predict crystal properties, tokenize CIF files. `wyckoff-hf COMMAND "
                "--help` explains each command.")
 INTERRUPTED = 130  # the shell's status for a job ended by Ctrl-C
+REALISE_SETTINGS = {"format": "format", "max_attempts": "max_attempts", "realise_timeout": "timeout"}  # dest → field
 
 
 def _add_realisation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -239,6 +240,9 @@ def _add_realise(subparsers: argparse._SubParsersAction) -> None:
                     "the options below apply to a folder realised for the first time.")
     parser.add_argument("output_dir", help="folder written by `wyckoff-hf generate`")
     _add_realisation_arguments(parser)
+    for action in parser._actions:  # None marks an option not given: a folder's recorded settings may not be changed
+        if action.dest in REALISE_SETTINGS:
+            action.help, action.default = action.help.replace("%(default)s", str(action.default)), None
     parser.set_defaults(run=_run_realise)
 
 
@@ -246,13 +250,13 @@ def _run_realise(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .generation.output import read_manifest
-    from .generation.realisation import RealisationSettings
+    from .generation.realisation import folder_settings
 
     out = Path(args.output_dir)
     manifest = read_manifest(out) or {}
     seed = manifest.get("generation", {}).get("seed", 0)
-    return _realise_and_report(out, args.num_workers,
-                               RealisationSettings(seed, args.max_attempts, args.realise_timeout, args.format))
+    given = {field: getattr(args, dest) for dest, field in REALISE_SETTINGS.items()}
+    return _realise_and_report(out, args.num_workers, folder_settings(out, seed, **given))
 
 
 def _add_tokenize(subparsers: argparse._SubParsersAction) -> None:

@@ -148,6 +148,26 @@ def pending_samples(out_dir: str | Path) -> tuple[list[WyckoffRepresentation], l
     return representations, [i for i in range(len(lines)) if i not in done], settings
 
 
+def folder_settings(out_dir: str | Path, seed: int = 0, **given: object) -> RealisationSettings:
+    """The settings ``wyckoff-hf realise`` continues a folder with: those its manifest records, which an option the
+    user gave (``given``: ``format``, ``max_attempts``, ``timeout``; ``None`` for one not given) may not contradict,
+    since a folder realised as extxyz and continued as CIF would hold two formats and a changed bound would realise
+    the rest differently; for a folder without settings, the given ones over the defaults, with ``seed``."""
+    given = {name: value for name, value in given.items() if value is not None}
+    unknown = sorted(set(given) - set(RealisationSettings.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown realisation settings {unknown}")
+    manifest = read_manifest(out_dir) or {}
+    kept = manifest.get(REALISATION_KEY)
+    if kept is None:
+        return RealisationSettings(**{"seed": seed, **given})
+    conflicts = [f"{name} {value} (the folder's: {kept[name]})" for name, value in given.items() if kept[name] != value]
+    if conflicts:
+        raise ValueError(f"{out_dir} keeps the realisation settings it was started with; drop the options that change "
+                         f"them: {', '.join(conflicts)}")
+    return RealisationSettings(**kept)
+
+
 def realise_folder(out_dir: str | Path, num_workers: int | None = None,
                    settings: RealisationSettings | None = None) -> RealisationSummary:
     """Realise every sample of a generated folder that has neither a structure nor a failure record.
