@@ -130,6 +130,12 @@ def _realise_and_report(out, num_workers: int | None, settings) -> int:
     return 0
 
 
+def _warn(args: argparse.Namespace, warnings: Sequence[str]) -> None:
+    """Print each warning as one line on stderr: the job goes on, the user knows what it is worth."""
+    for warning in warnings:
+        print(f"wyckoff-hf {args.command}: warning: {warning}", file=sys.stderr)
+
+
 def _start_job(args: argparse.Namespace):
     """Check the output folder (before the model loads: fail in the first second), load the model, set threads;
     returns the model, tokenizer, realisation settings and the manifest's generation settings so far."""
@@ -190,6 +196,7 @@ def _prompt(space_groups: list[int] | None, sites: list[str] | None):
 
 def _run_generate(args: argparse.Namespace) -> int:
     from .generation.jobs import sample_crystals, spread_space_groups
+    from .generation.support import check_condition_support
     from .prediction.cli import load_predictors
 
     prompt = _prompt(args.space_group, args.prompt_sites)
@@ -197,6 +204,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.guidance_scale != 1.0 and condition is None:
         raise ValueError("--guidance-scale needs --condition")
     model, tokenizer, settings, generation = _start_job(args)
+    if condition is not None:
+        _warn(args, check_condition_support(model, condition))
     predictors = load_predictors(args.predict or [], args.device)
     space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
     representations, scores = sample_crystals(
@@ -217,9 +226,11 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 def _run_csp(args: argparse.Namespace) -> int:
     from .generation.csp import formula_unit, predict_structures
+    from .generation.support import check_composition_support
 
     formula = formula_unit(args.composition)  # a bad formula fails before the model loads
     model, tokenizer, settings, generation = _start_job(args)
+    _warn(args, check_composition_support(model, args.composition))
     predictions = predict_structures(formula, model, tokenizer, n=args.num_samples, space_group=args.space_group,
                                      max_atoms=args.max_atoms, temperature=args.temperature,
                                      field_temperatures=args.field_temperatures, seed=args.seed)
