@@ -32,7 +32,7 @@ from wyckoff_hf.evaluation import (
 )
 from wyckoff_hf.evaluation.cli import add_evaluate_arguments, run_evaluate
 from wyckoff_hf.generation.realisation import RealisationSettings
-from wyckoff_hf.tokenization import RealizationSymmetryError, WyckoffRepresentation
+from wyckoff_hf.tokenization import RealizationError, RealizationSymmetryError, WyckoffRepresentation
 
 
 def rock_salt(a: float = 5.64, cation: str = "Na") -> Structure:
@@ -203,6 +203,18 @@ def test_a_realisation_read_back_as_another_crystal_is_retried_with_derived_seed
     assert seeds[0] == 7 and seeds[1] not in (7, 8)  # 8 is the next sample's seed
     assert WyckoffRepresentation.from_structure(first) == NACL_P1
     assert NACL_P1.to_structure(seed=7) == first and seeds[2:] == seeds[:2]
+
+
+def test_a_retry_pyxtal_cannot_place_leaves_the_symmetry_failure_as_the_reason(monkeypatch):
+    def only_the_first_seed_places(self, seed, *args):
+        if seed != 7:
+            raise RealizationError("pyxtal gave up")
+        return rock_salt()
+
+    monkeypatch.setattr(WyckoffRepresentation, "_pyxtal_structure", only_the_first_seed_places)
+    with pytest.raises(RealizationSymmetryError, match=r"realised in group 225 \(Fm-3m\), sampled 1 \(P1\): 1 of 4 "
+                                                       r"pyxtal seeds placed it"):
+        NACL_P1.to_structure(seed=7)
 
 
 def test_evaluate_reads_symmetry_failures_from_the_failures_record(tmp_path):

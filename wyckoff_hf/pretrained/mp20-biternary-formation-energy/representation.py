@@ -245,7 +245,12 @@ class WyckoffRepresentation:
         try:
             with time_limit(timeout):
                 for attempt_seed in seeds:
-                    structure = self._pyxtal_structure(attempt_seed, max_attempts, factor)
+                    try:
+                        structure = self._pyxtal_structure(attempt_seed, max_attempts, factor)
+                    except RealizationError:
+                        if not read_back:  # the first seed: pyxtal's failure is the answer
+                            raise
+                        continue  # a retry that pyxtal cannot place: the symmetry failure stays the reason
                     if expected is None:
                         return structure
                     read_back.append(_realised_representation(structure, symprec))
@@ -255,7 +260,7 @@ class WyckoffRepresentation:
             if timeout is None:  # an enclosing limit (a caller's time_limit) expired: it is the caller's to handle
                 raise
             raise RealizationTimeoutError(f"pyxtal could not realise {self} within {timeout} s") from None
-        found = read_back[-1]
+        found = read_back[-1]  # what the last placement read back as
         if found is None or found.space_group == self.space_group:
             what = f"realised as {found or 'a structure spglib cannot analyse'}, sampled {self}"
         else:
@@ -264,8 +269,7 @@ class WyckoffRepresentation:
         if forced:
             why = "every site is fixed in a cubic cell, so no seed can realise it in its group"
         else:
-            which = "every one" if all(r == found for r in read_back) else "the last"
-            why = f"so did {which} of {len(seeds)} pyxtal seeds (spglib symprec {symprec})"
+            why = f"{len(read_back)} of {len(seeds)} pyxtal seeds placed it, none as sampled (spglib symprec {symprec})"
         raise RealizationSymmetryError(f"{what}: {why}")
 
     def canonical(self) -> WyckoffRepresentation:
