@@ -1,5 +1,5 @@
-"""Shared fixtures: the shared data folder, a tiny prepared dataset, the default tokenizer, the local Hub stand-in and
-a pyxtal that stalls; ``load_script``, a script of ``scripts/`` as a module."""
+"""Shared fixtures: the shared data folder, a tiny prepared dataset, the default tokenizer, the local Hub stand-in, a
+pyxtal and a SMACT that stall; ``load_script``, a script of ``scripts/`` as a module."""
 
 from __future__ import annotations
 
@@ -96,4 +96,28 @@ def stalling_pyxtal(monkeypatch: pytest.MonkeyPatch) -> float:
         return place(self, dim, group, *args, **kwargs)
 
     monkeypatch.setattr(pyxtal.pyxtal, "from_random", from_random)
+    return stall
+
+
+STALLING_SMACT_ELEMENTS = 10  # SMACT stalls for compositions of this many elements under ``stalling_smact``
+
+
+@pytest.fixture
+def stalling_smact(monkeypatch: pytest.MonkeyPatch) -> float:
+    """SMACT whose validity search sleeps far past any limit under test for 10-element compositions (others are
+    decided normally), with an empty result cache. A real 10-element search takes 55 s on one machine and under
+    1 ms with warm caches on another, so a test of the time limit stalls deterministically instead. Returns the
+    stall in seconds."""
+    from wyckoff_hf.evaluation import validity
+
+    stall = 120.0
+    decide = validity.smact_validity
+
+    def smact_validity(composition, *args, **kwargs):
+        if len(composition) >= STALLING_SMACT_ELEMENTS:
+            time.sleep(stall)
+        return decide(composition, *args, **kwargs)
+
+    monkeypatch.setattr(validity, "smact_validity", smact_validity)
+    monkeypatch.setattr(validity, "_smact_cache", {})
     return stall

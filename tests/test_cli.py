@@ -25,6 +25,7 @@ from wyckoff_hf.generation.output import (
     FAILURES_FILE,
     ManifestError,
     line_sha256,
+    read_manifest,
     read_structure,
     sample_line,
     write_samples,
@@ -325,6 +326,33 @@ def test_a_relaxation_cache_without_stability_is_refused_in_one_line(tmp_path, c
     assert main([*argv, "--stability"]) == 2
     message = capsys.readouterr().err.strip().splitlines()[-1]
     assert message == f"wyckoff-hf evaluate: error: relaxation cache {tmp_path / 'a_file'}: exists and is not a folder"
+
+
+def test_realise_keeps_a_folders_format_and_refuses_an_option_that_changes_it(tmp_path, capsys):
+    out = generated_folder(tmp_path / "out", [NACL, PNMA], RealisationSettings(format="extxyz"))
+    assert main(["realise", str(out), "--format", "cif", "--num-workers", "1"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"wyckoff-hf realise: error: {out} keeps the realisation settings it was started with; drop the options that "
+        "change them: format cif (the folder's: extxyz)"]
+    assert not (out / "structures").exists()
+    assert main(["realise", str(out), "--format", "extxyz", "--num-workers", "1"]) == 0  # agrees: continues
+    assert sorted(path.name for path in (out / "structures").iterdir()) == ["000000.extxyz", "000001.extxyz"]
+
+
+def test_a_new_folder_is_realised_with_the_options_given(tmp_path):
+    out = write_samples(tmp_path / "out", [NACL], {"generation": {"seed": 5}})
+    assert main(["realise", str(out), "--format", "extxyz", "--max-attempts", "3", "--num-workers", "1"]) == 0
+    assert read_manifest(out)["realisation"] == {"seed": 5, "max_attempts": 3, "timeout": 60.0, "format": "extxyz"}
+
+
+def test_a_stability_screen_without_stability_is_refused_in_one_line(tmp_path, capsys):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps(NACL.to_dict()) + "\n")
+    assert main(["evaluate", str(samples), "--reference", "unused", "--stability-screen",
+                 "--output-dir", str(tmp_path / "report")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "wyckoff-hf evaluate: error: --stability-screen screens CHGNet relaxations: it needs --stability"]
+    assert not (tmp_path / "report").exists()
 
 
 @pytest.mark.parametrize(("extra", "message"), [

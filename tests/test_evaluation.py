@@ -32,7 +32,7 @@ from wyckoff_hf.evaluation import (
 )
 from wyckoff_hf.evaluation.cli import add_evaluate_arguments, run_evaluate
 from wyckoff_hf.generation.realisation import RealisationSettings
-from wyckoff_hf.tokenization import WyckoffRepresentation
+from wyckoff_hf.tokenization import RealizationError, RealizationSymmetryError, WyckoffRepresentation
 
 
 def rock_salt(a: float = 5.64, cation: str = "Na") -> Structure:
@@ -105,12 +105,14 @@ def test_validity_metrics_denominators():
     assert "realised" not in wyckoff_only and wyckoff_only["wyckoff_valid"] == 3 / 4
 
 
-def test_smact_gets_a_time_limit_and_undecided_formulas_are_counted_apart():
+def test_smact_gets_a_time_limit_and_undecided_formulas_are_counted_apart(stalling_smact):
     ten_elements = "LiNaKRbCsMgCaSrBaO10"
-    assert composition_validity(ten_elements, timeout=0.001) is None
+    start = time.monotonic()
+    assert composition_validity(ten_elements, timeout=0.5) is None
+    assert time.monotonic() - start < stalling_smact / 2  # the limit ended the stall, not SMACT
     crowded = WyckoffRepresentation.from_sites(1, [(el, "a") for el in
                                                    ("Li", "Na", "K", "Rb", "Cs", "Mg", "Ca", "Sr", "Ba", "O")])
-    metrics = validity_metrics(GeneratedSamples([NACL, crowded], structures={0: rock_salt()}), smact_timeout=0.001)
+    metrics = validity_metrics(GeneratedSamples([NACL, crowded], structures={0: rock_salt()}), smact_timeout=0.5)
     assert metrics["num_compositional_timeouts"] == 1 and metrics["compositional_valid"] == 1.0
 
 
@@ -166,6 +168,65 @@ def test_realise_missing_fills_structures_with_the_sampled_symmetry():
     samples = realise_missing(GeneratedSamples.from_representations([NACL]), num_workers=1)
     assert list(samples.structures) == [0] and not samples.structure_errors
     assert WyckoffRepresentation.from_structure(samples.structures[0]) == NACL
+
+
+# Fm-3m Li 4a + Li 4b is a primitive cubic Li lattice of half the edge, Cd 8c its cube centres: CsCl-type LiCd,
+# Pm-3m (221), for every seed, since every site is fixed and a cubic cell has no free shape.
+LICD_SUPERGROUP = WyckoffRepresentation.from_sites(225, [("Li", "a"), ("Li", "b"), ("Cd", "c")])
+
+
+def test_a_realisation_in_a_supergroup_is_a_symmetry_failure_with_its_reason():
+    with pytest.raises(RealizationSymmetryError, match=r"realised in group 221 \(Pm-3m\), sampled 225 \(Fm-3m\): "
+                                                       r"every site is fixed in a cubic cell"):
+        LICD_SUPERGROUP.to_structure(seed=0)
+    assert LICD_SUPERGROUP.to_structure(seed=0, symprec=None).composition.reduced_formula == "LiCd"  # unchecked
+    samples = realise_missing(GeneratedSamples.from_representations([LICD_SUPERGROUP, NACL]), num_workers=1)
+    assert list(samples.structures) == [1] and samples.symmetry_failures == {0}
+    assert "realised in group 221 (Pm-3m), sampled 225 (Fm-3m)" in samples.structure_errors[0]
+    metrics = validity_metrics(samples)
+    assert metrics["symmetry_failed"] == 1 / 2 and metrics["num_symmetry_failed"] == 1
+    assert metrics["realised"] == 1 / 2
+
+
+def test_a_realisation_read_back_as_another_crystal_is_retried_with_derived_seeds(monkeypatch):
+    """A placement that reads back as another crystal (here rock salt, Fm-3m) is replaced by one from the next
+    derived seed; the seeds depend on the sample's seed alone, so the result is reproducible."""
+    place = WyckoffRepresentation._pyxtal_structure
+    seeds = []
+
+    def first_in_a_supergroup(self, seed, *args):
+        seeds.append(seed)
+        return rock_salt() if len(seeds) % 2 == 1 else place(self, seed, *args)
+
+    monkeypatch.setattr(WyckoffRepresentation, "_pyxtal_structure", first_in_a_supergroup)
+    first = NACL_P1.to_structure(seed=7)
+    assert seeds[0] == 7 and seeds[1] not in (7, 8)  # 8 is the next sample's seed
+    assert WyckoffRepresentation.from_structure(first) == NACL_P1
+    assert NACL_P1.to_structure(seed=7) == first and seeds[2:] == seeds[:2]
+
+
+def test_a_retry_pyxtal_cannot_place_leaves_the_symmetry_failure_as_the_reason(monkeypatch):
+    def only_the_first_seed_places(self, seed, *args):
+        if seed != 7:
+            raise RealizationError("pyxtal gave up")
+        return rock_salt()
+
+    monkeypatch.setattr(WyckoffRepresentation, "_pyxtal_structure", only_the_first_seed_places)
+    with pytest.raises(RealizationSymmetryError, match=r"realised in group 225 \(Fm-3m\), sampled 1 \(P1\): 1 of 4 "
+                                                       r"pyxtal seeds placed it"):
+        NACL_P1.to_structure(seed=7)
+
+
+def test_evaluate_reads_symmetry_failures_from_the_failures_record(tmp_path):
+    (tmp_path / "samples.jsonl").write_text(json.dumps(LICD_SUPERGROUP.to_dict()) + "\n" +
+                                            json.dumps(NACL.to_dict()) + "\n")
+    (tmp_path / "structures").mkdir()
+    (tmp_path / "structures" / "000001.cif").write_text(rock_salt().to(fmt="cif"))
+    (tmp_path / "realisation_failures.csv").write_text(
+        "index,representation,limit,reason\n0,x,symmetry,\"realised in group 221 (Pm-3m), sampled 225 (Fm-3m)\"\n")
+    samples = load_samples(tmp_path)
+    assert samples.symmetry_failures == {0} and "sampled 225" in samples.structure_errors[0]
+    assert validity_metrics(samples)["symmetry_failed"] == 1 / 2
 
 
 def test_realisation_is_bounded_in_time_inside_the_pool(stalling_pyxtal):

@@ -399,7 +399,7 @@ def test_atoms_per_primitive_cell_stay_in_the_range(model, tokenizer):
 
 
 def test_too_rare_a_constraint_names_the_ways_out(model):
-    with pytest.raises(ValueError, match="allowed_elements: only .* constraint_sampling='masked'"):
+    with pytest.raises(ValueError, match=r"allowed_elements: only .* constraint_sampling='masked'"):
         model.generate(20, seed=0, allowed_elements=["O"])
 
 

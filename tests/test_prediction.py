@@ -18,6 +18,7 @@ from transformers import pipeline
 
 from wyckoff_hf.cli import main
 from wyckoff_hf.evaluation import load_samples
+from wyckoff_hf.generation import PRETRAINED
 from wyckoff_hf.generation.output import write_samples
 from wyckoff_hf.modeling import (
     WyckoffTransformerConfig,
@@ -25,7 +26,9 @@ from wyckoff_hf.modeling import (
     WyckoffTransformerForPropertyPrediction,
 )
 from wyckoff_hf.prediction import CompositionFamilyBaseline, PropertyPredictor, predict_table
+from wyckoff_hf.prediction.predict import rows_from_logits
 from wyckoff_hf.tokenization import StructureParseError, WyckoffRepresentation, WyckoffTokenizer
+from wyckoff_hf.utils.model_kind import GENERATOR, PREDICTOR, check_model_kind
 
 TINY = test_benchmark_quality.TINY  # the tiny_dataset fixture (conftest) has at most TINY's max_sites sites
 NACL = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
@@ -93,6 +96,36 @@ def test_regression_outputs_are_forward_in_label_units(regressor):
     assert 0.5 < predictions[0]["band_gap"] < 2.5  # destandardised around label_mean, not around 0
 
 
+# crystals the shipped band-gap model put below 0 before predictions were clamped (-0.0041, -0.0016, -0.0010 eV)
+NEGATIVE_GAP_CRYSTALS = [
+    WyckoffRepresentation.from_sites(5, [("V", "c"), ("V", "c"), ("V", "c"), ("O", "a"), ("O", "c")], canonical=False),
+    WyckoffRepresentation.from_sites(71, [("V", "a"), ("V", "f"), ("V", "l"), ("O", "c"), ("O", "e")], canonical=False),
+    WyckoffRepresentation.from_sites(113, [("Co", "c"), ("Ag", "a"), ("Se", "e")], canonical=False),
+]
+
+
+def test_the_shipped_band_gap_model_predicts_no_negative_gap():
+    predictor = PropertyPredictor.from_pretrained(PRETRAINED / "mp20-biternary-band-gap")
+    raw = predictor.model(**predictor.tokenizer(NEGATIVE_GAP_CRYSTALS, return_tensors="pt")).logits[:, 0]
+    assert (raw < 0).all()  # the unbounded head still says below 0 ...
+    assert [row["band_gap"] for row in predictor.predict(NEGATIVE_GAP_CRYSTALS)] == [0.0, 0.0, 0.0]  # ... reported as 0
+    ranked = pipeline("crystal-property-prediction", model=str(PRETRAINED / "mp20-biternary-band-gap"))
+    assert [row["band_gap"] for row in ranked(NEGATIVE_GAP_CRYSTALS)] == [0.0, 0.0, 0.0]
+
+
+def test_a_config_names_its_non_negative_labels_or_turns_clamping_off(tokenizer):
+    names = ["band_gap", "formation_energy_per_atom"]
+    logits = torch.tensor([[-0.5, -0.5]])
+    default = property_config(tokenizer, names, problem_type="regression")
+    assert rows_from_logits(logits, default) == [{"band_gap": 0.0, "formation_energy_per_atom": -0.5}]
+    assert logits.tolist() == [[-0.5, -0.5]]  # the logits themselves are left alone
+    off = property_config(tokenizer, names, problem_type="regression", non_negative_labels=[])
+    assert rows_from_logits(logits, off) == [{"band_gap": -0.5, "formation_energy_per_atom": -0.5}]
+    bad = property_config(tokenizer, names, problem_type="regression", non_negative_labels=["volume"])
+    with pytest.raises(ValueError, match="'volume'"):
+        rows_from_logits(logits, bad)
+
+
 def test_classifier_gives_class_probabilities_and_the_likeliest_label(classifier):
     predictor = PropertyPredictor.from_pretrained(classifier)
     assert predictor.columns == ["p_band_gap <= 0", "p_band_gap > 0", "label"]
@@ -149,8 +182,33 @@ def test_predict_refuses_a_generator_in_one_line(generator, tmp_path, capsys):
     nacl_structure().to(filename=str(tmp_path / "nacl.cif"))
     assert main(["predict", str(tmp_path / "nacl.cif"), "--model", str(generator)]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == [f"wyckoff-hf predict: error: {generator} is not a property model: its architectures are "
-                     "['WyckoffTransformerForCrystalGeneration'], not ['WyckoffTransformerForPropertyPrediction']"]
+    assert lines == [f"wyckoff-hf predict: error: {generator} is a generator (WyckoffTransformerForCrystalGeneration), "
+                     f"not a property predictor: use `wyckoff-hf generate --model {generator}`"]
+
+
+def test_generate_refuses_the_shipped_predictor_in_one_line_before_loading_it(tmp_path, capsys, monkeypatch):
+    import wyckoff_hf.generation.jobs as jobs
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the weights were loaded")
+
+    monkeypatch.setattr(jobs, "load_checkpoint", no_loading)
+    predictor = PRETRAINED / "mp20-biternary-band-gap"
+    assert main(["generate", "-n", "2", "--model", str(predictor), "--output-dir", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"wyckoff-hf generate: error: {predictor} is a property predictor (WyckoffTransformerForPropertyPrediction), "
+        f"not a generator: use `wyckoff-hf predict --model {predictor}`"]
+    assert not (tmp_path / "out").exists()
+
+
+def test_model_kind_is_read_from_config_json_and_unknown_kinds_pass(tmp_path):
+    check_model_kind(PRETRAINED / "mp20-biternary", GENERATOR)
+    check_model_kind(PRETRAINED / "mp20-biternary-band-gap", PREDICTOR)
+    (tmp_path / "config.json").write_text('{"model_type": "wyckoff_transformer"}')  # no architectures: let through
+    check_model_kind(tmp_path, GENERATOR)
+    (tmp_path / "config.json").write_text('{"architectures": ["BertModel"]}')
+    with pytest.raises(ValueError, match=r"is not a generator \(WyckoffTransformerForCrystalGeneration\): its config"):
+        check_model_kind(tmp_path, GENERATOR)
 
 
 @pytest.mark.parametrize("give", ["folder", "samples.jsonl"])

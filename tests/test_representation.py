@@ -11,6 +11,7 @@ from wyckoff_hf.tokenization import (
     DisorderedStructureError,
     InvalidRepresentationError,
     RealizationError,
+    RealizationSymmetryError,
     StructureParseError,
     WyckoffError,
     WyckoffRepresentation,
@@ -214,8 +215,11 @@ def test_random_round_trip_through_pyxtal():
 
 
 def test_special_positions_only_can_have_higher_symmetry():
-    # Ti on 16a of Fd-3c is a body-centred cubic lattice: spglib rightly reports Im-3m 2a.
-    structure = WyckoffRepresentation.from_sites(228, [("Ti", "a")]).to_structure(seed=0)
+    # Ti on 16a of Fd-3c is a body-centred cubic lattice: spglib rightly reports Im-3m 2a, so it is not the sample.
+    titanium = WyckoffRepresentation.from_sites(228, [("Ti", "a")])
+    with pytest.raises(RealizationSymmetryError, match=r"realised in group 229 \(Im-3m\), sampled 228 \(Fd-3c\)"):
+        titanium.to_structure(seed=0)
+    structure = titanium.to_structure(seed=0, symprec=None)  # unchecked: pyxtal's placement as it is
     assert str(WyckoffRepresentation.from_structure(structure)) == "Im-3m (229): Ti 2a"
 
 

@@ -86,6 +86,18 @@ def test_pipeline_task():
     assert [c["text"] for c in hot] != [c["text"] for c in first]  # the keyword reaches generate
 
 
+def test_pipeline_results_carry_their_log_probability_as_score():
+    generator = pipeline("crystal-generation", model=str(DEFAULT_MODEL))
+    generated = generator.model.generate(5, seed=3)
+    results = generator(5, seed=3)
+    assert [c["representation"] for c in results] == generator.wyckoff_tokenizer.batch_decode(generated)
+    assert [c["score"] for c in results] == pytest.approx(generated.sequences_scores.tolist())
+    assert all(c["score"] < 0 for c in results)
+    prompt = WyckoffRepresentation.from_sites(225, [("Na", "a")])
+    prompted = generator(3, prompt=prompt, seed=0)  # a representation prompt is encoded by the pipeline's tokenizer
+    assert all(c["text"].startswith("Fm-3m (225): Na 4a") and c["score"] <= 0 for c in prompted)
+
+
 def test_pipeline_task_defaults_to_the_shipped_model():
     assert pipeline("crystal-generation").model.name_or_path == str(DEFAULT_MODEL)
 

@@ -54,6 +54,19 @@ def test_batch_padding_and_decode(tokenizer):
     assert tokenizer.decode(as_numpy) == [NACL, RUTILE]
 
 
+def test_batch_decode_like_hf_tokenizers(tokenizer):
+    """``batch_decode``: a padded batch or a list of single sequences; ``decode`` of one row is still a list of one."""
+    silicon = WyckoffRepresentation.from_sites(227, [("Si", "a")])
+    batch = tokenizer([NACL, silicon, RUTILE], return_tensors="pt")
+    assert tokenizer.batch_decode(batch) == tokenizer.decode(batch) == [NACL, silicon, RUTILE]
+    assert tokenizer.batch_decode([tokenizer.encode(NACL), tokenizer.encode(silicon)]) == [NACL, silicon]
+    assert tokenizer.decode(tokenizer.encode(RUTILE)) == [RUTILE] == tokenizer.batch_decode(tokenizer.encode(RUTILE))
+    broken = tokenizer.encode(RUTILE)
+    broken["site_symmetry_ids"][0] = tokenizer.token_id("site_symmetry", "m-3m")
+    with pytest.raises(InvalidRepresentationError, match=r"row 1: token 0: space group 136"):
+        tokenizer.batch_decode([tokenizer.encode(NACL), broken])
+
+
 def test_lists_by_default_like_hf_tokenizers(tokenizer):
     """``return_tensors=None``: plain lists, padded in a batch; only a list or tuple is a batch."""
     assert tokenizer((NACL, RUTILE))["element_ids"] == [[13, 19, 1], [3 + 21, 3 + 7, 1]]  # Ti 2a, O 4f

@@ -35,6 +35,7 @@ DESCRIPTION = ("Generate crystals with a WyckoffTransformer, predict the crystal
 INTERRUPTED = 130  # the shell's status for a job ended by Ctrl-C
 CSP_MAX_DISTINCT = 10_000  # distinct crystals csp keeps (the likeliest): its memory for any -n
 CSP_CHUNK = 512  # csp's samples per chunk: scored as they come, and what a Ctrl-C can lose (a minute on one core)
+REALISE_SETTINGS = {"format": "format", "max_attempts": "max_attempts", "realise_timeout": "timeout"}  # dest → field
 
 
 def _add_realisation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -147,20 +148,28 @@ def _realise_and_report(out, num_workers: int | None, settings) -> int:
     return 0
 
 
+def _warn(args: argparse.Namespace, warnings: Sequence[str]) -> None:
+    """Print each warning as one line on stderr: the job goes on, the user knows what it is worth."""
+    for warning in warnings:
+        print(f"wyckoff-hf {args.command}: warning: {warning}", file=sys.stderr)
+
+
 def _start_job(args: argparse.Namespace):
     """Check the output folder (before the model loads: fail in the first second), load the model, set threads;
     returns the model, tokenizer, realisation settings and the manifest's generation settings so far."""
     from transformers.utils.logging import disable_progress_bar
 
-    from .generation.jobs import load_generator, set_threads
+    from .generation.jobs import load_generator, resolve_model_source, set_threads
     from .generation.output import check_output_dir
     from .generation.realisation import RealisationSettings
+    from .utils.model_kind import GENERATOR, check_model_kind
 
     if args.output_dir is None:
         raise ValueError("the following argument is required: --output-dir")
     check_output_dir(args.output_dir, args.overwrite)
     disable_progress_bar()  # transformers' bar for loading 50 tensors is noise before ours
     settings = RealisationSettings(args.seed, args.max_attempts, args.realise_timeout, args.format)
+    check_model_kind(resolve_model_source(args.model), GENERATOR, args.model)  # a predictor: say so, load nothing
     model, tokenizer = load_generator(args.model, args.device)
     threads = set_threads(args.threads, str(model.device.type))
     generation = {"model": args.model or "shipped default", "seed": args.seed, "num_samples": args.num_samples,
@@ -210,6 +219,7 @@ def _sampling_error(err: ValueError, rate: float) -> ValueError:
 def _run_generate(args: argparse.Namespace) -> int:
     from .generation.jobs import effective_generation_settings, sample_chunks, spread_space_groups
     from .generation.output import PREDICTIONS_FILE, SampleWriter, prepare_output_dir
+    from .generation.support import check_condition_support
     from .prediction.cli import load_predictors, record_models, report_sample_predictions, write_sample_predictions
 
     prompt = _prompt(args.space_group, args.prompt_sites)
@@ -220,6 +230,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     if args.min_acceptance_rate is not None:
         model.generation_config.min_acceptance_rate = args.min_acceptance_rate
     min_rate = float(getattr(model.generation_config, "min_acceptance_rate", 0.01))
+    if condition is not None:
+        _warn(args, check_condition_support(model, condition))
     predictors = load_predictors(args.predict or [], args.device)
     space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
     chunks = sample_chunks(
@@ -269,9 +281,11 @@ def _run_csp(args: argparse.Namespace) -> int:
     from .generation.csp import DistinctCrystals, formula_unit, predict_structures
     from .generation.jobs import effective_generation_settings
     from .generation.output import prepare_output_dir, write_samples
+    from .generation.support import check_composition_support
 
     formula = formula_unit(args.composition)  # a bad formula fails before the model loads
     model, tokenizer, settings, generation = _start_job(args)
+    _warn(args, check_composition_support(model, args.composition))
     found = DistinctCrystals(CSP_MAX_DISTINCT)
     stopped = None
     try:
@@ -309,6 +323,9 @@ def _add_realise(subparsers: argparse._SubParsersAction) -> None:
                     "the options below apply to a folder realised for the first time.")
     parser.add_argument("output_dir", help="folder written by `wyckoff-hf generate`")
     _add_realisation_arguments(parser)
+    for action in parser._actions:  # None marks an option not given: a folder's recorded settings may not be changed
+        if action.dest in REALISE_SETTINGS:
+            action.help, action.default = action.help.replace("%(default)s", str(action.default)), None
     parser.set_defaults(run=_run_realise)
 
 
@@ -316,13 +333,13 @@ def _run_realise(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .generation.output import read_manifest
-    from .generation.realisation import RealisationSettings
+    from .generation.realisation import folder_settings
 
     out = Path(args.output_dir)
     manifest = read_manifest(out) or {}
     seed = manifest.get("generation", {}).get("seed", 0)
-    return _realise_and_report(out, args.num_workers,
-                               RealisationSettings(seed, args.max_attempts, args.realise_timeout, args.format))
+    given = {field: getattr(args, dest) for dest, field in REALISE_SETTINGS.items()}
+    return _realise_and_report(out, args.num_workers, folder_settings(out, seed, **given))
 
 
 def _add_tokenize(subparsers: argparse._SubParsersAction) -> None:

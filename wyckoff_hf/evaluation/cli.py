@@ -69,6 +69,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     if args.relaxation_cache and not args.stability:
         raise ValueError("--relaxation-cache keeps CHGNet relaxations: it needs --stability")
+    if args.stability_screen and not args.stability:
+        raise ValueError("--stability-screen screens CHGNet relaxations: it needs --stability")
     if args.stability_screen_refine > 1 and not args.stability_screen:
         raise ValueError("--stability-screen-refine decides after the loose stage: it needs --stability-screen")
     if args.stability_screen_refine > args.stability_trials:

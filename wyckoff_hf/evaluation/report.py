@@ -35,6 +35,7 @@ SPACE_GROUPS_PNG = "space_groups.png"
 REPORT_ROWS = (
     ("validity", "wyckoff_valid", "Wyckoff validity", "samples"),
     ("validity", "realised", "Realised in 3D (pyxtal)", "Wyckoff-valid samples"),
+    ("validity", "symmetry_failed", "Realisation read back as another crystal", "Wyckoff-valid samples"),
     ("validity", "structural_valid", "Structural validity", "realised structures"),
     ("validity", "compositional_valid", "Compositional validity (SMACT)", "Wyckoff-valid samples SMACT decided"),
     ("validity", "valid", "Valid (structural and compositional)", "realised structures"),
@@ -58,8 +59,8 @@ REPORT_ROWS = (
     ("stability", "space_group_kept", "Sampled space group kept by relaxation", "relaxed samples"),
     ("stability", "hull_composition_covered", "Composition on the MP-data hull (proxy exact)", "relaxed samples"),
 )
-FRACTIONS = {"wyckoff_valid", "realised", "structural_valid", "compositional_valid", "valid", "wyckoff_unique",
-             "wyckoff_novel", "template_novel", "structure_unique", "structure_novel", "p1_fraction",
+FRACTIONS = {"wyckoff_valid", "realised", "symmetry_failed", "structural_valid", "compositional_valid", "valid",
+             "wyckoff_unique", "wyckoff_novel", "template_novel", "structure_unique", "structure_novel", "p1_fraction",
              "p1_fraction_reference", "stable", "metastable", "sun", "ssun", "space_group_kept",
              "hull_composition_covered"}
 

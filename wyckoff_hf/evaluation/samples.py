@@ -31,7 +31,7 @@ from ..generation.output import (
     read_structure,
     verify_samples_file,
 )
-from ..generation.realisation import RealisationSettings, realise_structures
+from ..generation.realisation import SYMMETRY_LIMIT, RealisationSettings, realise_structures
 from ..tokenization import WyckoffError, WyckoffRepresentation
 from ..utils.parallel import parallel_map
 
@@ -42,7 +42,9 @@ class GeneratedSamples:
 
     ``representations[i]`` is ``None`` exactly when ``errors[i]`` says why line ``i`` is not a valid
     Wyckoff representation. ``structures`` maps an index to its 3D structure (read or realised);
-    ``structure_errors`` maps an index to why it has none (unparseable CIF, pyxtal failure).
+    ``structure_errors`` maps an index to why it has none (unparseable CIF, pyxtal failure);
+    ``symmetry_failures`` holds the indices among those whose every realisation read back as another crystal
+    (a supergroup, other sites), which ``evaluate`` reports as a share.
     ``has_structures`` says whether structures were measured at all (a folder without ``structures/``
     was never realised: its realisation rate is unknown, not 0).
     """
@@ -52,6 +54,7 @@ class GeneratedSamples:
     structures: dict[int, Structure] = field(default_factory=dict)
     structure_errors: dict[int, str] = field(default_factory=dict)
     has_structures: bool = True
+    symmetry_failures: set[int] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.representations)
@@ -147,6 +150,8 @@ def load_samples(path: str | os.PathLike, num_workers: int | None = 1,
         for index, row in read_failures(path).items():
             if index not in samples.structures:
                 samples.structure_errors.setdefault(index, f"pyxtal: {row['reason']}")
+                if row.get("limit") == SYMMETRY_LIMIT:
+                    samples.symmetry_failures.add(index)
     return samples
 
 
@@ -166,6 +171,9 @@ def realise_missing(samples: GeneratedSamples, num_workers: int | None = None,
     for index, structure in structures.items():
         samples.structures[index] = structure
         samples.structure_errors.pop(index, None)
+        samples.symmetry_failures.discard(index)
     for failure in failures:
         samples.structure_errors[failure.index] = f"sample {failure.index}: {failure.reason}"
+        if failure.limit == SYMMETRY_LIMIT:
+            samples.symmetry_failures.add(failure.index)
     return samples

@@ -83,7 +83,9 @@ def validity_metrics(samples: GeneratedSamples, structure_metrics: bool = True,
       samples SMACT decided within ``smact_timeout`` (the others are counted in
       ``num_compositional_timeouts``);
     - ``valid``: realised structures both structurally and compositionally valid / realised structures
-      whose composition SMACT decided (CDVAE's "valid").
+      whose composition SMACT decided (CDVAE's "valid");
+    - ``symmetry_failed``: Wyckoff-valid samples without a structure because every realisation read back as
+      another crystal (a supergroup, other sites) / Wyckoff-valid samples (``None`` when never realised).
 
     With ``structure_metrics=False`` only the first and the fourth are computed.
     """
@@ -100,6 +102,7 @@ def validity_metrics(samples: GeneratedSamples, structure_metrics: bool = True,
     if not structure_metrics:
         return metrics
     realised = samples.realised
+    symmetry_failed = [i for i in samples.symmetry_failures if samples.representations[i] is not None]
     structural = [structure_validity(s) for s in realised]
     both = [flag and composition_validity(s.composition, smact_timeout) for s, flag in zip(realised, structural,
                                                                                           strict=True)]
@@ -108,5 +111,7 @@ def validity_metrics(samples: GeneratedSamples, structure_metrics: bool = True,
         "realised": fraction(len(realised), len(valid)) if samples.has_structures else None,
         "structural_valid": fraction(sum(structural), len(realised)),
         "valid": fraction(sum(flag is True for flag in both), sum(flag is not None for flag in both)),
+        "num_symmetry_failed": len(symmetry_failed),
+        "symmetry_failed": fraction(len(symmetry_failed), len(valid)) if samples.has_structures else None,
     })
     return metrics

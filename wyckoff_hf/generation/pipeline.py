@@ -4,12 +4,16 @@
     generator(8, space_group=225, temperature=1.0, seed=0)  # → 8 dicts
 
 Each output is ``{"representation": WyckoffRepresentation, "text": "Fm-3m (225): Na 4a, Cl 4b",
-"space_group": 225, "sites": [["Na", "a"], ["Cl", "b"]]}``. The input is the number of crystals to sample
-(or a dict of ``generate`` keywords with ``num_samples``), since sampling starts from nothing.
+"space_group": 225, "sites": [["Na", "a"], ["Cl", "b"]], "score": -3.2}``, ``score`` being the sample's
+log-probability under the distribution it was drawn from (``generate()``'s ``sequences_scores``; with a prompt,
+of the completion given the prompt), as text-generation pipelines give their sequences a score. The input is the
+number of crystals to sample (or a dict of ``generate`` keywords with ``num_samples``), since sampling starts from
+nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from transformers import Pipeline
@@ -60,8 +64,13 @@ class CrystalGenerationPipeline(WyckoffPipeline):
         return request
 
     def _forward(self, model_inputs: dict[str, Any], **generate_kwargs: Any) -> dict[str, Any]:
-        representations = self.model.generate(**{**generate_kwargs, **model_inputs}, tokenizer=self.wyckoff_tokenizer)
-        return {"representations": representations}
+        request = {**generate_kwargs, **model_inputs}
+        if request.get("prompt") is not None and not isinstance(request["prompt"], Mapping):
+            request["prompt"] = self.wyckoff_tokenizer(request["prompt"])  # representations → ids, as generate takes
+        generated = self.model.generate(**request)  # ids, so that the scores come back too
+        return {"representations": self.wyckoff_tokenizer.decode(generated),
+                "scores": generated.sequences_scores.tolist()}
 
     def postprocess(self, model_outputs: dict[str, Any]) -> list[dict[str, Any]]:
-        return [{"representation": rep, "text": str(rep), **rep.to_dict()} for rep in model_outputs["representations"]]
+        return [{"representation": rep, "text": str(rep), **rep.to_dict(), "score": score}
+                for rep, score in zip(model_outputs["representations"], model_outputs["scores"], strict=True)]

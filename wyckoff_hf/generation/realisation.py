@@ -7,6 +7,11 @@ only a generous safety net against pyxtal's unbounded attempts (13 orbits on one
 
 Sample ``i`` is seeded with ``seed + i``, so results depend neither on the worker count nor on whether the
 job was interrupted and resumed.
+
+A structure must read back as its sample (``WyckoffRepresentation.to_structure`` checks it with spglib at the
+tokenizer's tolerance and retries other derived seeds): one that analyses as a supergroup, or with other sites,
+is a failure with limit ``symmetry`` and the reason ("realised in group 221 (Pm-3m), sampled 225 (Fm-3m)"),
+never a structure scored as the sampled group.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..tokenization.errors import RealizationError, RealizationTimeoutError
+from ..tokenization.errors import RealizationError, RealizationSymmetryError, RealizationTimeoutError
 from ..utils.parallel import parallel_as_completed, parallel_map
 from .output import (
     SAMPLES_FILE,
@@ -42,6 +47,7 @@ if TYPE_CHECKING:
     from ..tokenization import WyckoffRepresentation
 
 REALISATION_KEY = "realisation"  # the manifest's section of realisation settings
+SYMMETRY_LIMIT = "symmetry"  # a failure's limit when every realisation read back as another crystal
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,8 @@ def realise_one(representation: WyckoffRepresentation, index: int,
                                            timeout=settings.timeout)
     except RealizationTimeoutError as err:
         return RealisationFailure(index, str(representation), "time", str(err))
+    except RealizationSymmetryError as err:
+        return RealisationFailure(index, str(representation), SYMMETRY_LIMIT, str(err))
     except RealizationError as err:
         return RealisationFailure(index, str(representation), "attempts", str(err))
 
@@ -138,6 +146,26 @@ def pending_samples(out_dir: str | Path) -> tuple[list[WyckoffRepresentation], l
                 raise ManifestError(f"{path} does not belong to line {index + 1} of {SAMPLES_FILE}")
             done.add(index)
     return representations, [i for i in range(len(lines)) if i not in done], settings
+
+
+def folder_settings(out_dir: str | Path, seed: int = 0, **given: object) -> RealisationSettings:
+    """The settings ``wyckoff-hf realise`` continues a folder with: those its manifest records, which an option the
+    user gave (``given``: ``format``, ``max_attempts``, ``timeout``; ``None`` for one not given) may not contradict,
+    since a folder realised as extxyz and continued as CIF would hold two formats and a changed bound would realise
+    the rest differently; for a folder without settings, the given ones over the defaults, with ``seed``."""
+    given = {name: value for name, value in given.items() if value is not None}
+    unknown = sorted(set(given) - set(RealisationSettings.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown realisation settings {unknown}")
+    manifest = read_manifest(out_dir) or {}
+    kept = manifest.get(REALISATION_KEY)
+    if kept is None:
+        return RealisationSettings(**{"seed": seed, **given})
+    conflicts = [f"{name} {value} (the folder's: {kept[name]})" for name, value in given.items() if kept[name] != value]
+    if conflicts:
+        raise ValueError(f"{out_dir} keeps the realisation settings it was started with; drop the options that change "
+                         f"them: {', '.join(conflicts)}")
+    return RealisationSettings(**kept)
 
 
 def realise_folder(out_dir: str | Path, num_workers: int | None = None,

@@ -3,7 +3,9 @@
 A property model is a ``WyckoffTransformerForPropertyPrediction`` checkpoint (``AutoModelForSequenceClassification``)
 with its tokenizer. Its outputs become named columns, from ``config.id2label``:
 
-- regression: one column per property, in the label's units (the model undoes its own standardisation);
+- regression: one column per property, in the label's units (the model undoes its own standardisation); a property
+  that cannot be negative (``non_negative_labels``: band gap, energy above hull) is clamped at 0, since the regression
+  head is unbounded and gave metals band gaps down to -0.004 eV;
 - single-label classification: ``p_{class}`` per class (softmax) and ``label``, the likeliest class;
 - multi-label classification: ``p_{class}`` per class (independent sigmoids).
 
@@ -13,12 +15,10 @@ gap models give ``band_gap [model_a]`` and ``band_gap [model_b]``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,13 +27,14 @@ import torch
 
 from ..generation.jobs import load_checkpoint, resolve_model_source
 from ..tokenization import InvalidRepresentationError, WyckoffError, WyckoffRepresentation, WyckoffTokenizer
+from ..utils.model_kind import PREDICTOR, check_model_kind
 
 DEFAULT_BATCH_SIZE = 512  # crystals per forward pass: a few MB of activations for the default model size
-ARCHITECTURE = "WyckoffTransformerForPropertyPrediction"
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 UNITS = {"formation_energy_per_atom": "eV/atom", "e_above_hull": "eV/atom", "energy_per_atom": "eV/atom",
          "band_gap": "eV"}
 LABEL_COLUMN = "label"
+NON_NEGATIVE_PROPERTIES = frozenset({"band_gap", "e_above_hull"})  # zero or more by definition
 
 
 def problem_type(config: Any) -> str:
@@ -48,6 +49,20 @@ def problem_type(config: Any) -> str:
 def property_names(config: Any) -> list[str]:
     """The labels of the model's outputs, in output order (``config.id2label``)."""
     return [str(config.id2label[i]) for i in range(config.num_labels)]
+
+
+def non_negative_labels(config: Any) -> list[str]:
+    """The regression outputs clamped at 0: ``config.non_negative_labels`` where the checkpoint sets it (a list; empty
+    turns clamping off), else the labels among ``NON_NEGATIVE_PROPERTIES``, so checkpoints saved before the field
+    existed are covered too."""
+    names = property_names(config)
+    listed = getattr(config, "non_negative_labels", None)
+    if listed is None:
+        return [name for name in names if name in NON_NEGATIVE_PROPERTIES]
+    unknown = sorted(set(listed) - set(names))
+    if unknown:
+        raise ValueError(f"config.non_negative_labels names {unknown}, which are not among the model's labels {names}")
+    return list(listed)
 
 
 def output_columns(config: Any) -> list[str]:
@@ -65,7 +80,9 @@ def rows_from_logits(logits: torch.Tensor, config: Any) -> list[dict[str, float 
     kind, names = problem_type(config), property_names(config)
     columns = output_columns(config)
     if kind == "regression":
-        values = logits.float().cpu().numpy()
+        values = logits.float().cpu().numpy().copy()  # a view of a CPU tensor otherwise: clamp a copy, not the logits
+        clamped = [names.index(name) for name in non_negative_labels(config)]
+        values[:, clamped] = np.maximum(values[:, clamped], 0.0)
         return [dict(zip(columns, map(float, row), strict=True)) for row in values]
     probabilities = (logits.float().softmax(-1) if kind == "single_label_classification"
                      else logits.float().sigmoid()).cpu().numpy()
@@ -101,12 +118,6 @@ def predict_properties(model: Any, tokenizer: WyckoffTokenizer, representations:
     return rows
 
 
-def _check_architectures(architectures: list[str] | None, model: str | os.PathLike) -> None:
-    if ARCHITECTURE not in (architectures or []):
-        raise ValueError(f"{model} is not a property model: its architectures are {architectures}, not "
-                         f"[{ARCHITECTURE!r}]")
-
-
 @dataclass
 class PropertyPredictor:
     """A property model, its tokenizer and the name it goes by in tables (the folder or Hub id it was loaded from)."""
@@ -121,11 +132,12 @@ class PropertyPredictor:
         checkpoint of another kind (a generator) is refused, since its missing head would predict noise."""
         from transformers import AutoModelForSequenceClassification
 
-        config_file = Path(resolve_model_source(model)) / "config.json"
-        if config_file.is_file():  # a local folder: refuse before transformers loads (and warns about) the weights
-            _check_architectures(json.loads(config_file.read_text()).get("architectures"), model)
+        # refuse before transformers loads (and warns about) the weights, and again once loaded (a Hub id not cached)
+        check_model_kind(resolve_model_source(model), PREDICTOR, model)
         loaded, tokenizer = load_checkpoint(AutoModelForSequenceClassification, model, device)
-        _check_architectures(loaded.config.architectures, model)
+        if PREDICTOR not in (loaded.config.architectures or []):
+            raise ValueError(f"{model} is not a property predictor: its architectures are {loaded.config.architectures}"
+                             f", not [{PREDICTOR!r}]")
         problem_type(loaded.config)
         return cls(loaded, tokenizer, str(model))
 

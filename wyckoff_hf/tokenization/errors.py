@@ -27,3 +27,8 @@ class RealizationError(WyckoffError):
 
 class RealizationTimeoutError(RealizationError):
     """pyxtal did not finish within the wall-time safety net (load-dependent, unlike the attempts bound)."""
+
+
+class RealizationSymmetryError(RealizationError):
+    """pyxtal placed the atoms, but the structure analyses as another crystal than the sample (a supergroup, or
+    other sites): scoring it would credit the sample with a structure it does not describe."""

@@ -21,9 +21,11 @@ from .errors import (
     DisorderedStructureError,
     InvalidRepresentationError,
     RealizationError,
+    RealizationSymmetryError,
     RealizationTimeoutError,
     StructureParseError,
     SymmetryAnalysisError,
+    WyckoffError,
 )
 from .structure_libraries import structure_library
 from .time_limit import TimeLimitExceeded, time_limit
@@ -36,6 +38,9 @@ if TYPE_CHECKING:  # in a try block, which transformers' remote-code loader does
         raise
 
 StructureLike: TypeAlias = "Structure | str | os.PathLike"
+REALISATION_SYMPREC = 0.1  # the tokenizer's default: a realisation must read back as its sample at this tolerance
+SYMMETRY_RETRIES = 3  # further pyxtal seeds tried when a realisation reads back as another crystal
+FIRST_CUBIC_GROUP = 195
 
 
 @cache
@@ -217,34 +222,99 @@ class WyckoffRepresentation:
     # ----------------------------------------------------------------------------------------- to 3D
 
     def to_structure(self, seed: int | None = None, max_attempts: int = 10, factor: float = 1.1,
-                     timeout: float | None = 10.0) -> Structure:
+                     timeout: float | None = 10.0, symprec: float | None = REALISATION_SYMPREC,
+                     symmetry_retries: int = SYMMETRY_RETRIES) -> Structure:
         """A random 3D structure with this symmetry through pyxtal (conventional cell).
 
         pyxtal samples the lattice and free coordinates; some combinations cannot be placed without
-        overlaps. It is given ``max_attempts`` tries and, in a main thread, ``timeout`` seconds (its
-        attempts are not bounded in time: 13 orbits on one 1-dof position of R3m took 89 s to fail);
+        overlaps. It is given ``max_attempts`` tries and, in a main thread, ``timeout`` seconds for the whole
+        call (its attempts are not bounded in time: 13 orbits on one 1-dof position of R3m took 89 s to fail);
         then a ``RealizationError`` names the representation.
+
+        pyxtal's placement can have more symmetry than asked for (Fm-3m Li 4a, Li 4b, Cd 8c is a CsCl-type
+        Pm-3m crystal whatever the seed; a free coordinate drawn near a special value merges orbits), and such a
+        structure is not the sample: it would be scored as the sampled group. So the structure is analysed as
+        the tokenizer analyses a CIF (spglib at ``symprec``, the tokenizer's default) and must give this
+        representation back; otherwise pyxtal is tried again with ``symmetry_retries`` other seeds (derived
+        from ``seed``, so the result stays deterministic), and then a ``RealizationSymmetryError`` says what was
+        realised instead. ``symprec=None`` skips the check.
         """
+        if symmetry_retries < 0:
+            raise ValueError(f"symmetry_retries must be non-negative, got {symmetry_retries}")
+        expected = self.canonical() if symprec is not None else None
+        # every site fixed in a cubic group: the structure is the same up to scale whatever the seed
+        forced = self.space_group >= FIRST_CUBIC_GROUP and all(site.dof == 0 for site in self.sites)
+        seeds = [seed] + [None if seed is None else _retry_seed(seed, retry)
+                          for retry in range(1, 1 + (0 if forced else symmetry_retries))]
+        read_back: list[WyckoffRepresentation | None] = []
+        try:
+            with time_limit(timeout):
+                for attempt_seed in seeds:
+                    try:
+                        structure = self._pyxtal_structure(attempt_seed, max_attempts, factor)
+                    except RealizationError:
+                        if not read_back:  # the first seed: pyxtal's failure is the answer
+                            raise
+                        continue  # a retry that pyxtal cannot place: the symmetry failure stays the reason
+                    if expected is None:
+                        return structure
+                    read_back.append(_realised_representation(structure, symprec))
+                    if read_back[-1] == expected:
+                        return structure
+        except TimeLimitExceeded:
+            if timeout is None:  # an enclosing limit (a caller's time_limit) expired: it is the caller's to handle
+                raise
+            raise RealizationTimeoutError(f"pyxtal could not realise {self} within {timeout} s") from None
+        found = read_back[-1]  # what the last placement read back as
+        if found is None or found.space_group == self.space_group:
+            what = f"realised as {found or 'a structure spglib cannot analyse'}, sampled {self}"
+        else:
+            what = (f"realised in group {found.space_group} ({found.symbol}), sampled {self.space_group} "
+                    f"({self.symbol})")
+        if forced:
+            why = "every site is fixed in a cubic cell, so no seed can realise it in its group"
+        else:
+            why = f"{len(read_back)} of {len(seeds)} pyxtal seeds placed it, none as sampled (spglib symprec {symprec})"
+        raise RealizationSymmetryError(f"{what}: {why}")
+
+    def canonical(self) -> WyckoffRepresentation:
+        """The same crystal in the canonical labelling and site order (what ``from_structure`` returns for it)."""
+        return WyckoffRepresentation.from_sites(self.space_group, [(s.element, s.letter) for s in self.sites])
+
+    def _pyxtal_structure(self, seed: int | None, max_attempts: int, factor: float) -> Structure:
+        """One pyxtal placement (``max_attempts`` tries), unchecked; ``RealizationError`` if pyxtal gives up."""
         pyxtal = structure_library("pyxtal").pyxtal
         species = list(self.elements)
         num_ions = [sum(s.multiplicity for s in self.sites if s.element == e) for e in species]
         sites = [[f"{s.multiplicity}{s.letter}" for s in self.sites if s.element == e] for e in species]
         crystal = pyxtal()
         try:
-            with warnings.catch_warnings(), time_limit(timeout):
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 crystal.from_random(3, self.space_group, species, num_ions, factor=factor, sites=sites,
                                     max_count=max_attempts, random_state=seed)
                 structure = crystal.to_pymatgen()
         except TimeLimitExceeded:
-            if timeout is None:  # an enclosing limit (a caller's time_limit) expired: it is the caller's to handle
-                raise
-            raise RealizationTimeoutError(f"pyxtal could not realise {self} within {timeout} s") from None
+            raise
         except Exception as err:  # pyxtal raises RuntimeError and assorted others for impossible placements
             raise RealizationError(f"pyxtal could not realise {self} in {max_attempts} attempts: {err}") from err
         if not crystal.valid:
             raise RealizationError(f"pyxtal could not realise {self} in {max_attempts} attempts")
         return structure
+
+
+def _retry_seed(seed: int, retry: int) -> int:
+    """The pyxtal seed of symmetry retry ``retry`` of a sample seeded ``seed``: a stream of its own (``seed + 1``
+    is the next sample's seed)."""
+    return int(np.random.SeedSequence([seed % 2**64, retry]).generate_state(1)[0])
+
+
+def _realised_representation(structure: Structure, symprec: float) -> WyckoffRepresentation | None:
+    """What the tokenizer reads back from a realised structure, or ``None`` if spglib cannot analyse it."""
+    try:
+        return WyckoffRepresentation.from_structure(structure, symprec)
+    except WyckoffError:
+        return None
 
 
 def spglib_sites(structure: StructureLike, symprec: float = 0.1,

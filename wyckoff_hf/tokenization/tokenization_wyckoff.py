@@ -234,18 +234,33 @@ class WyckoffTokenizer(PushToHubMixin):
         return WyckoffRepresentation(space_group, tuple(sites))
 
     def decode(self, batch: Mapping[str, Any]) -> list[WyckoffRepresentation]:
-        """A batch of ids (``BatchEncoding``, dict of tensors/arrays/lists) → representations.
+        """A batch of ids (``BatchEncoding``, ``generate()`` output, dict of tensors/arrays/lists) → representations.
 
-        An impossible combination (say, a site symmetry the row's space group lacks) raises an
-        ``InvalidRepresentationError`` naming the row, never returns junk.
+        One unbatched sequence (1-D ids, as ``encode`` returns) gives a list of one representation, so the result
+        is a list whatever the input (``decode_sequence`` returns the bare representation). An impossible
+        combination (say, a site symmetry the row's space group lacks) raises an ``InvalidRepresentationError``
+        naming the row, never returns junk.
         """
         columns = {key: np.asarray(_to_numpy(batch[key])) for key in (f"{f}_ids" for f in FIELDS)}
         if columns["element_ids"].ndim == 1:
             columns = {key: value[None] for key, value in columns.items()}
+        rows = range(len(columns["element_ids"]))
+        return self._decode_rows([{key: value[row] for key, value in columns.items()} for row in rows])
+
+    def batch_decode(self, sequences: Mapping[str, Any] | Sequence[Mapping[str, Sequence[int]]]
+                     ) -> list[WyckoffRepresentation]:
+        """transformers' name for decoding many sequences, so code written for text tokenizers works: a padded batch
+        (anything ``decode`` takes) or a list of single sequences (dicts of 1-D ids, as ``encode`` returns) → one
+        representation per sequence, errors naming the row as ``decode``'s do."""
+        if isinstance(sequences, Mapping):
+            return self.decode(sequences)
+        return self._decode_rows(list(sequences))
+
+    def _decode_rows(self, rows: Sequence[Mapping[str, Sequence[int]]]) -> list[WyckoffRepresentation]:
         representations = []
-        for row in range(len(columns["element_ids"])):
+        for row, ids in enumerate(rows):
             try:
-                representations.append(self.decode_sequence({k: v[row] for k, v in columns.items()}))
+                representations.append(self.decode_sequence(ids))
             except WyckoffError as err:
                 raise InvalidRepresentationError(f"row {row}: {err}") from err
         return representations
