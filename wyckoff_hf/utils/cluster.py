@@ -105,6 +105,7 @@ def cluster_as_completed(client: Client, function: Callable[[T], R], jobs: Seque
     from distributed import as_completed
 
     futures = {client.submit(function, item, pure=False, retries=RETRIES): k for k, (_, item) in enumerate(jobs)}
+    keys = {future.key for future in futures}
     failures: list[str] = []
     refreshed = 0.0
     try:
@@ -112,13 +113,13 @@ def cluster_as_completed(client: Client, function: Callable[[T], R], jobs: Seque
             k = futures[future]
             if future.status == "finished":
                 yield jobs[k][0], future.result()
-            else:
-                failures.append(f"job {jobs[k][0]}: {future.exception()!r}")
+            else:  # "error" after the retries (a worker's death too often is a KilledWorker), or "cancelled"
+                reason = repr(future.exception()) if future.status == "error" else future.status
+                failures.append(f"job {jobs[k][0]}: {reason}")
             bar.update(1 if weights is None else weights[k])
             if time.monotonic() - refreshed > RUNNING_REFRESH:
                 refreshed = time.monotonic()
-                ours = {future.key for future in futures}
-                running = sum(key in ours for keys in client.processing().values() for key in keys)
+                running = sum(key in keys for processing in client.processing().values() for key in processing)
                 bar.set_postfix(failed=len(failures), running=running, refresh=False)
         bar.set_postfix(failed=len(failures), running=0)
     finally:
