@@ -4,6 +4,7 @@ scheduler and workers started the way docs/cluster.md starts them. Everything li
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from pymatgen.core import Structure
+from tqdm import tqdm
 
 from wyckoff_hf.evaluation import relaxation
 from wyckoff_hf.evaluation.relaxation import RelaxationFailure, RelaxationSettings, relax_samples
@@ -25,7 +27,7 @@ from wyckoff_hf.generation.output import write_samples
 from wyckoff_hf.generation.realisation import RealisationSettings
 from wyckoff_hf.tokenization import WyckoffRepresentation
 from wyckoff_hf.tokenization.time_limit import TimeLimitExceeded, time_limit
-from wyckoff_hf.utils.cluster import ClusterTaskError, connect
+from wyckoff_hf.utils.cluster import ClusterTaskError, cluster_as_completed, connect
 from wyckoff_hf.utils.parallel import parallel_as_completed, parallel_map
 
 distributed = pytest.importorskip("distributed")
@@ -104,6 +106,12 @@ def test_a_failing_task_is_reported_after_every_other_result(cluster):
         for index, result in parallel_as_completed(square_but_not_three, list(enumerate(range(6)))):
             delivered.append((index, result))
     assert sorted(delivered) == [(i, i * i) for i in range(6) if i != 3]
+
+
+def test_the_bar_counts_done_failed_and_running(cluster):
+    with tqdm(total=6, file=io.StringIO()) as bar, pytest.raises(ClusterTaskError):
+        list(cluster_as_completed(cluster, square_but_not_three, list(enumerate(range(6))), bar))
+    assert bar.n == 6 and bar.postfix == "failed=1, running=0"
 
 
 def test_a_killed_workers_task_runs_again_and_nothing_finished_is_lost(cluster):
