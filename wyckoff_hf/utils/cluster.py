@@ -11,9 +11,10 @@ like the relaxation cache, loses nothing to an interrupt), Ctrl-C cancels what i
 hold (``tokenization.time_limit`` works in a worker's task thread). What the pool cannot do: a task whose
 worker dies is run again on another (Dask's scheduler does it, up to ``distributed.scheduler.allowed-failures``
 deaths), and a task that raises is retried ``RETRIES`` times, for the transient errors of a shared cluster (a
-file system hiccup); the tasks here return their failures rather than raise, so a retry is never a
-deterministic failure repeated for nothing. A task that still fails is counted on the progress bar; the others
-run to the end and ``ClusterTaskError`` is raised after them, so one bad task never discards the rest.
+file system hiccup); realisation and relaxation return their failures (pyxtal, CHGNet, a time limit) rather
+than raise, so their retries never repeat a deterministic failure. A task that still fails is counted on the
+progress bar; the others run to the end and ``ClusterTaskError`` is raised after them, so one bad task never
+discards the rest.
 
 ``distributed`` is imported only when a client is made: the local path needs none of it.
 """
