@@ -205,9 +205,9 @@ def test_relaxing_on_an_accelerator_uses_spawned_workers(monkeypatch):
 
     def record(function, items, *args, start_method=None, **kwargs):
         start_methods.append(start_method)
-        return [RelaxationFailure(0, "not run") for _ in items]
+        return [(position, RelaxationFailure(0, "not run")) for position, _ in items]
 
-    monkeypatch.setattr(relaxation, "parallel_map", record)
+    monkeypatch.setattr(relaxation, "parallel_as_completed", record)
     relax_samples([NACL], RelaxationSettings(device="cuda"), num_workers=2)
     relax_samples([NACL], RelaxationSettings(), num_workers=2)
     assert start_methods == ["spawn", None]

@@ -28,6 +28,7 @@ from .utils.arguments import (
     rate,
     space_group_number,
 )
+from .utils.cluster import add_scheduler_option, connect, scheduler_address
 
 DESCRIPTION = ("Generate crystals with a WyckoffTransformer, predict the crystals of a composition, realise them in "
                "3D, evaluate a sample set, predict crystal properties, tokenize CIF files. `wyckoff-hf COMMAND "
@@ -42,6 +43,7 @@ def _add_realisation_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=positive_int, default=None,
                         help="processes realising structures (default: all cores)")
     add_hidden_alias(parser, "--workers", "num_workers", type=positive_int)
+    add_scheduler_option(parser)
     parser.add_argument("--format", choices=("cif", "extxyz"), default="cif",
                         help="structure file format: symmetrised CIF (space group, Wyckoff sites) or ASE extxyz "
                              "(default: %(default)s)")
@@ -400,8 +402,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     one-line error and exit status 2 instead of a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # a command with structure work to do connects first, so that an unreachable scheduler fails before the model loads
+    structure_work = "scheduler" in args and getattr(args, "structures", True)
     try:
-        return args.run(args)
+        with connect(scheduler_address(args.scheduler) if structure_work else None):
+            return args.run(args)
     except (ValueError, OSError) as err:  # WyckoffError is a ValueError
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"wyckoff-hf {args.command}: error: {message}", file=sys.stderr)

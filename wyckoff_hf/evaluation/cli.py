@@ -10,13 +10,14 @@ import sys
 from pathlib import Path
 
 from ..utils.arguments import add_hidden_alias, add_seed_option, positive_float, positive_int
+from ..utils.cluster import add_scheduler_option
 from ..utils.devices import check_device
 
 
 def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``SAMPLES --reference DATASET [--output-dir] [--num-workers] [--realise] [--no-structure-metrics]
-    [--max-reference] [--max-attempts] [--realise-timeout] [--smact-timeout] [--seed] [--stability]
-    [--stability-trials] [--stability-screen] [--stability-screen-refine] [--stability-device]
+    """Add ``SAMPLES --reference DATASET [--output-dir] [--num-workers] [--scheduler] [--realise]
+    [--no-structure-metrics] [--max-reference] [--max-attempts] [--realise-timeout] [--smact-timeout] [--seed]
+    [--stability] [--stability-trials] [--stability-screen] [--stability-screen-refine] [--stability-device]
     [--relaxation-cache]`` to ``parser``."""
     parser.add_argument("samples", help="folder written by `wyckoff-hf generate` (samples.jsonl, structures/) "
                                         "or a single .jsonl file")
@@ -27,6 +28,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", type=positive_int, default=None,
                         help="processes for structure work (default: all cores)")
     add_hidden_alias(parser, "--workers", "num_workers", type=positive_int)
+    add_scheduler_option(parser)
     parser.add_argument("--realise", action="store_true",
                         help="realise valid samples that have no structure with pyxtal before the structure metrics")
     parser.add_argument("--no-structure-metrics", dest="structure_metrics", action="store_false",

@@ -28,9 +28,10 @@ in a higher minimum than the same trial relaxed directly; refining the two lowes
 failure (pyxtal, CHGNet, time limit) is kept with its reason; a sample fails only when all its trials fail.
 
 A relaxation run takes hours on a few cores, so ``relax_samples`` can keep each finished sample in a cache
-folder (one JSON file per sample, written by the worker as soon as the sample is done, named by a hash of the
+folder (one JSON file per sample, written as soon as the sample's result arrives, named by a hash of the
 representation, its index and the protocol): a run that is interrupted, or split between machines, resumes
-where it stopped and relaxes only what is missing.
+where it stopped and relaxes only what is missing. The file is written by the process that asked for the work,
+not by the worker, so the workers of a Dask cluster (``utils.cluster``) need no access to the folder.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ import numpy as np
 
 from ..tokenization import WyckoffError, WyckoffRepresentation
 from ..tokenization.time_limit import TimeLimitExceeded, time_limit
-from ..utils.parallel import parallel_map
+from ..utils.parallel import parallel_as_completed
 
 if TYPE_CHECKING:
     from ase import Atoms
@@ -358,22 +359,19 @@ def _from_json(data: dict[str, object]) -> Relaxed | RelaxationFailure:
     return Relaxed(structure=Structure.from_dict(data["structure"]), **data["relaxed"])
 
 
-def _relax_job(job: tuple[WyckoffRepresentation, int, RelaxationSettings, EnergyAboveHull | None,
-                          RelaxationCache | None]) -> Relaxed | RelaxationFailure:
-    representation, index, settings, e_above_hull, relaxation_cache = job
-    result = relax_representation(representation, index, settings, e_above_hull)
-    if relaxation_cache is not None:
-        relaxation_cache.store(representation, index, settings, result)
-    return result
+def _relax_job(job: tuple[WyckoffRepresentation, int, RelaxationSettings, EnergyAboveHull | None]
+               ) -> Relaxed | RelaxationFailure:
+    return relax_representation(*job)
 
 
 def relax_samples(representations: Sequence[WyckoffRepresentation], settings: RelaxationSettings | None = None,
                   indices: Sequence[int] | None = None, num_workers: int | None = 1,
                   e_above_hull: EnergyAboveHull | None = None,
                   cache_dir: str | Path | None = None) -> list[Relaxed | RelaxationFailure]:
-    """Relax every representation (``indices[k]``, default ``k``, names it and seeds it) over a process pool,
-    one sample per task, with a progress bar. ``e_above_hull`` must be picklable for a pool. With
-    ``cache_dir`` (a ``RelaxationCache`` folder) finished samples are read from it and new ones written to it."""
+    """Relax every representation (``indices[k]``, default ``k``, names it and seeds it) over a process pool (or
+    the Dask cluster of ``utils.cluster.connect``), one sample per task, with a progress bar. ``e_above_hull``
+    must be picklable for a pool. With ``cache_dir`` (a ``RelaxationCache`` folder) finished samples are read
+    from it and each new one is written to it as it completes, so an interrupt loses no finished sample."""
     settings = settings or RelaxationSettings()
     indices = list(range(len(representations))) if indices is None else list(indices)
     relaxation_cache = None if cache_dir is None else RelaxationCache(cache_dir)
@@ -384,10 +382,12 @@ def relax_samples(representations: Sequence[WyckoffRepresentation], settings: Re
         if cached is not None:
             results[position] = cached
         else:
-            jobs.append((position, (rep, index, settings, e_above_hull, relaxation_cache)))
+            jobs.append((position, (rep, index, settings, e_above_hull)))
     # CUDA cannot be used in a forked child of a process that has touched it (``check_device`` has): fresh workers
     start_method = None if settings.device == "cpu" else "spawn"
-    done = parallel_map(_relax_job, [job for _, job in jobs], num_workers, desc="CHGNet relaxation", chunksize=1,
-                        start_method=start_method)
-    results.update({position: result for (position, _), result in zip(jobs, done, strict=True)})
+    for position, result in parallel_as_completed(_relax_job, jobs, num_workers, desc="CHGNet relaxation",
+                                                  total=len(representations), start_method=start_method):
+        results[position] = result
+        if relaxation_cache is not None:
+            relaxation_cache.store(representations[position], indices[position], settings, result)
     return [results[position] for position in range(len(representations))]

@@ -5,6 +5,7 @@ A sibling of the tokenization modules, so that it travels with them into a check
 
 from __future__ import annotations
 
+import ctypes
 import signal
 import threading
 from collections.abc import Iterator
@@ -19,12 +20,49 @@ def _raise(signum: int, frame: object) -> None:
     raise TimeLimitExceeded
 
 
+def _set_async_exception(thread_id: int, exception: type[BaseException] | None) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               ctypes.py_object(exception) if exception else None)
+
+
+@contextmanager
+def _thread_time_limit(seconds: float) -> Iterator[None]:
+    """The limit off the main thread (a Dask worker runs its tasks in threads, where SIGALRM cannot reach): a
+    timer raises ``TimeLimitExceeded`` in this thread through ``PyThreadState_SetAsyncExc``. It strikes at the
+    next Python bytecode, as a signal handler does, but does not cut a blocking call (a sleep) short."""
+    target = threading.get_ident()
+    lock = threading.Lock()
+    state = {"done": False, "fired": False}
+
+    def strike() -> None:
+        with lock:
+            if not state["done"]:
+                state["fired"] = True
+                _set_async_exception(target, TimeLimitExceeded)
+
+    timer = threading.Timer(seconds, strike)
+    timer.daemon = True
+    try:
+        timer.start()
+        yield
+    finally:
+        with lock:
+            state["done"] = True
+            timer.cancel()
+            if state["fired"]:  # struck as the block ended: withdraw it, lest it land in the caller's code
+                _set_async_exception(target, None)
+
+
 @contextmanager
 def time_limit(seconds: float | None) -> Iterator[None]:
-    """Interrupt the block after ``seconds`` with ``TimeLimitExceeded`` (SIGALRM, so only in a process's main
-    thread; elsewhere, or with ``None``, the block runs unbounded)."""
-    if seconds is None or threading.current_thread() is not threading.main_thread():
+    """Interrupt the block after ``seconds`` with ``TimeLimitExceeded`` (``None``: unbounded). In a process's main
+    thread SIGALRM does it; in any other thread, a timer thread (``_thread_time_limit``)."""
+    if seconds is None:
         yield
+        return
+    if threading.current_thread() is not threading.main_thread():
+        with _thread_time_limit(seconds):
+            yield
         return
     previous = signal.signal(signal.SIGALRM, _raise)
     signal.setitimer(signal.ITIMER_REAL, seconds)

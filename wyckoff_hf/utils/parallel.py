@@ -1,5 +1,5 @@
 """Process pools for the per-structure jobs: ordered and as-completed maps with a progress bar, and workers
-that die with their parent.
+that die with their parent. Inside ``cluster.connect`` the same maps run on a Dask cluster instead (``cluster``).
 
 Workers ignore SIGINT, so Ctrl-C reaches only the parent, which stops the pool and keeps what is done (a
 worker killed by the terminal's SIGINT would print a traceback each and leave its task half-done). Workers
@@ -23,6 +23,8 @@ from multiprocessing.pool import Pool
 from typing import TypeVar
 
 from tqdm.auto import tqdm
+
+from .cluster import cluster_as_completed, cluster_map, current_client
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -91,13 +93,16 @@ def parallel_map(function: Callable[[T], R], items: Sequence[T], num_workers: in
 
     With one worker (or one item) it runs in this process: no pool start-up cost, which keeps small
     evaluations and the tests fast. ``function`` must be a picklable module-level callable; ``start_method``
-    goes to ``worker_pool``.
+    goes to ``worker_pool``. Inside ``cluster.connect`` the cluster does the work and ``num_workers`` is ignored.
     """
+    client = current_client()
     workers = min(resolve_workers(num_workers), max(1, len(items)))
-    if chunksize is None:
+    if chunksize is None and client is None:
         chunksize = max(1, len(items) // (workers * 8))
     results = []
     with _progress(len(items), desc) as bar:
+        if client is not None:
+            return cluster_map(client, function, items, bar, chunksize)
         if workers == 1:
             for item in items:
                 results.append(function(item))
@@ -116,21 +121,27 @@ def _indexed(function: Callable[[T], R], job: tuple[int, T]) -> tuple[int, R]:
 
 
 def parallel_as_completed(function: Callable[[T], R], items: Sequence[tuple[int, T]], num_workers: int | None = 1,
-                          desc: str = "", total: int | None = None) -> Iterator[tuple[int, R]]:
+                          desc: str = "", total: int | None = None,
+                          start_method: str | None = None) -> Iterator[tuple[int, R]]:
     """``(index, function(item))`` for each ``(index, item)``, in order of completion, with a tqdm bar.
 
     For jobs that save each result as it arrives, so an interrupted run keeps everything finished so far.
-    ``total`` (default ``len(items)``) lets a resumed job show its bar against the whole job.
+    ``total`` (default ``len(items)``) lets a resumed job show its bar against the whole job. Inside
+    ``cluster.connect`` the cluster does the work; ``start_method`` goes to ``worker_pool``.
     """
+    client = current_client()
     total = len(items) if total is None else total
     workers = min(resolve_workers(num_workers), max(1, len(items)))
     with _progress(total, desc, initial=total - len(items)) as bar:
+        if client is not None:
+            yield from cluster_as_completed(client, function, items, bar)
+            return
         if workers == 1:
             for job in items:
                 yield _indexed(function, job)
                 bar.update()
             return
-        with worker_pool(workers) as pool:
+        with worker_pool(workers, start_method) as pool:
             for result in pool.imap_unordered(partial(_indexed, function), items):
                 yield result
                 bar.update()
