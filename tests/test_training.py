@@ -115,8 +115,10 @@ def test_two_processes_shard_the_data_and_match_one_process(trained_run, prepare
     """2 CPU processes (gloo) with 8 crystals each per step follow the 1-process run with 16 per step."""
     out = tmp_path / "run"
     launcher = [*LAUNCH, "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())]
+    # a rank that dies leaves the other at a collective: --ddp-timeout ends the run there, well inside run()'s limit
     run(train_command(prepared_dataset, out, tiny_config, 2, "--per-device-train-batch-size", "8",
-                      "--calibration-temperatures", ""), launcher=launcher, env={"OMP_NUM_THREADS": "1"})
+                      "--calibration-temperatures", "", "--ddp-timeout", "120"), launcher=launcher,
+        env={"OMP_NUM_THREADS": "1"})
     summary = json.loads((out / "training_summary.json").read_text())
     assert summary["num_processes"] == 2
     assert summary["train_crystals_per_process"] == [TRAIN_ROWS // 2, TRAIN_ROWS // 2]

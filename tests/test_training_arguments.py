@@ -46,6 +46,7 @@ def test_defaults_and_valid_combinations_pass_the_checks():
 @pytest.mark.parametrize(("options", "message"), [
     (["--gradient-accumulation-steps", "0"], "--gradient-accumulation-steps must be at least 1, got 0"),
     (["--dataloader-num-workers", "-1"], "--dataloader-num-workers must be at least 0, got -1"),
+    (["--ddp-timeout", "0"], "--ddp-timeout must be at least 1, got 0"),
     (["--max-validation-rows", "0"], "--max-validation-rows must be at least 1, got 0"),
     (["--learning-rate", "0"], "--learning-rate must be positive, got 0.0"),
     (["--max-train-minutes", "-1"], "--max-train-minutes must be positive, got -1.0"),

@@ -161,17 +161,15 @@ def _start_job(args: argparse.Namespace):
     returns the model, tokenizer, realisation settings and the manifest's generation settings so far."""
     from transformers.utils.logging import disable_progress_bar
 
-    from .generation.jobs import load_generator, resolve_model_source, set_threads
+    from .generation.jobs import load_generator, set_threads
     from .generation.output import check_output_dir
     from .generation.realisation import RealisationSettings
-    from .utils.model_kind import GENERATOR, check_model_kind
 
     if args.output_dir is None:
         raise ValueError("the following argument is required: --output-dir")
     check_output_dir(args.output_dir, args.overwrite)
     disable_progress_bar()  # transformers' bar for loading 50 tensors is noise before ours
     settings = RealisationSettings(args.seed, args.max_attempts, args.realise_timeout, args.format)
-    check_model_kind(resolve_model_source(args.model), GENERATOR, args.model)  # a predictor: say so, load nothing
     model, tokenizer = load_generator(args.model, args.device)
     threads = set_threads(args.threads, str(model.device.type))
     generation = {"model": args.model or "shipped default", "seed": args.seed, "num_samples": args.num_samples,

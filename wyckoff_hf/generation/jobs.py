@@ -81,9 +81,12 @@ def set_threads(threads: int | None, device: str) -> int:
 def load_generator(model: str | os.PathLike | None = None, device: str | None = None):
     """``(model, tokenizer)`` from a local folder or a Hub id; the shipped checkpoint by default.
 
-    A Hub id is only looked up in the local cache when the Hub is offline or unreachable."""
+    A Hub id is only looked up in the local cache when the Hub is offline or unreachable; a property predictor is
+    refused in one line before its weights load."""
     from ..modeling import WyckoffTransformerForCrystalGeneration
+    from ..utils.model_kind import GENERATOR, check_model_kind
 
+    check_model_kind(resolve_model_source(model), GENERATOR, model)
     return load_checkpoint(WyckoffTransformerForCrystalGeneration, model, device)
 
 

@@ -123,6 +123,10 @@ class TrainArguments:
         "help": "generation task: rounds fitting the STOP-logit shifts that make the sampled number of sites follow "
                 "the validation split, at the calibrated temperature (0 skips them)"})
     dataloader_num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes per process"})
+    ddp_timeout: int = field(default=1800, metadata={
+        "help": "seconds a process waits for the others at a collective before the run fails with an error (as in "
+                "transformers.TrainingArguments): a rank that died then ends the run instead of leaving the other "
+                "waiting"})
     push_to_hub: bool = field(default=False, metadata={"help": "upload the final model and its card at the end"})
     hub_model_id: str | None = field(default=None, metadata={"help": "ORG/NAME of the Hub model repo"})
     hub_private_repo: bool = field(default=False, metadata={"help": "create the Hub repo as private"})
@@ -139,6 +143,7 @@ def check_arguments(parser: HfArgumentParser, data_args: DataArguments, task_arg
                 "--checkpoint-every-epochs": (args.checkpoint_every_epochs, 1),
                 "--save-total-limit": (args.save_total_limit, 1),
                 "--dataloader-num-workers": (args.dataloader_num_workers, 0),
+                "--ddp-timeout": (args.ddp_timeout, 1),
                 "--calibration-stop-rounds": (args.calibration_stop_rounds, 0),
                 "--max-train-rows": (data_args.max_train_rows, 1),
                 "--max-validation-rows": (data_args.max_validation_rows, 1)}

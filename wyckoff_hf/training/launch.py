@@ -6,11 +6,12 @@ from __future__ import annotations
 import os
 import signal
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import ProjectConfiguration
+from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
 from wyckoff_hf.utils.parallel import die_with_parent
 
@@ -45,10 +46,11 @@ def make_accelerator(args: TrainArguments) -> Accelerator:
     except ImportError:
         log_with = None
     project = ProjectConfiguration(project_dir=args.output_dir, logging_dir=str(Path(args.output_dir) / "runs"))
+    timeout = InitProcessGroupKwargs(timeout=timedelta(seconds=args.ddp_timeout))
     return Accelerator(cpu=not torch.accelerator.is_available(), mixed_precision=mixed_precision,
                        gradient_accumulation_steps=args.gradient_accumulation_steps,
                        dataloader_config=DataLoaderConfiguration(split_batches=True), log_with=log_with,
-                       project_config=project)
+                       project_config=project, kwargs_handlers=[timeout])
 
 
 def launch_command() -> str:

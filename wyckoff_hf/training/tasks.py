@@ -174,7 +174,19 @@ class GenerationTask:
                                                args.calibration_rows, args.calibration_samples_per_row, args.seed,
                                                args.calibration_stop_rounds)
             model.save_pretrained(output_dir)
-        return model, {"sampling_temperature": model.generation_config.temperature, "calibration": calibration}
+        return model, {"sampling_temperature": model.generation_config.temperature, "calibration": calibration,
+                       **self.support(train_split)}
+
+    def support(self, train_split: Dataset) -> dict[str, Any]:
+        """What the training split covers, for ``generation.support``'s warnings: the number of training crystals
+        holding each element (``element_counts``) and each condition's (min, max) (``condition_ranges``)."""
+        holding = Counter(element for elements in train_split["site_elements"] for element in set(elements))
+        ranges = {}
+        for column in self.columns:
+            values = column_values(train_split, [column])[:, 0]
+            values = values[~np.isnan(values)]
+            ranges[column] = [float(values.min()), float(values.max())]
+        return {"element_counts": dict(sorted(holding.items())), **({"condition_ranges": ranges} if ranges else {})}
 
 
 class PropertyTask:
