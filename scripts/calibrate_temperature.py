@@ -4,7 +4,7 @@
         [--temperatures 0.4,0.5,...] [--rows 2000] [--samples-per-row 16] [--stop-rounds 6] \
         [--summary training_summary.json]
 
-The same procedure ``scripts/train.py`` runs after training (``wyckoff_hf.generation.calibration``); it rewrites
+The same procedure ``scripts/train.py`` runs after training (``wyckoff_hf.training.calibration``); it rewrites
 the checkpoint's ``generation_config.json`` and, with ``--summary``, the ``calibration`` and
 ``sampling_temperature`` of a training summary.
 """
@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 from wyckoff_hf.data import load_wyckoff_dataset
-from wyckoff_hf.generation.calibration import SAMPLES_PER_ROW, STOP_BIAS_ROUNDS, calibrate_checkpoint
 from wyckoff_hf.modeling import WyckoffTransformerForCrystalGeneration
 from wyckoff_hf.tokenization import WyckoffTokenizer
+from wyckoff_hf.training.calibration import SAMPLES_PER_ROW, STOP_BIAS_ROUNDS, calibrate_checkpoint
 
 
 def main() -> None:

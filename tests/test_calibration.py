@@ -5,14 +5,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from wyckoff_hf.generation.calibration import (
+from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
+from wyckoff_hf.tokenization import WyckoffRepresentation
+from wyckoff_hf.training.calibration import (
     calibrate_stop_bias,
     calibrate_temperature,
     distribution_distance,
     stop_hazards,
 )
-from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
-from wyckoff_hf.tokenization import WyckoffRepresentation
 
 ONE_SITE = WyckoffRepresentation.from_sites(225, [("Na", "a")])
 TWO_SITES = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
@@ -129,7 +129,7 @@ def test_stop_calibration_samples_with_the_checkpoint_field_temperatures(untrain
 
 
 def test_a_negative_number_of_stop_rounds_is_refused(untrained, tokenizer):
-    from wyckoff_hf.generation.calibration import calibrate_checkpoint
+    from wyckoff_hf.training.calibration import calibrate_checkpoint
 
     with pytest.raises(ValueError, match=r"stop_rounds must be 0 \(no STOP shifts\) or more, got -1"):
         calibrate_checkpoint(untrained, tokenizer, None, [1.0], rows=1, stop_rounds=-1)

@@ -13,7 +13,6 @@ from wyckoff_hf.data import representation_columns, write_parquet_splits
 from wyckoff_hf.evaluation import (
     GeneratedSamples,
     ReferenceSet,
-    canonical,
     composition_validity,
     evaluate,
     load_samples,
@@ -247,7 +246,7 @@ def test_wyckoff_uniqueness_of_a_duplicate_pair_is_one_half():
     assert wyckoff_uniqueness([NACL, KCL, NACL_P1]) == 1.0
     # the same crystal type under another origin choice (Na on b, Cl on a) is not unique
     relabelled = WyckoffRepresentation.from_sites(225, [("Na", "b"), ("Cl", "a")], canonical=False)
-    assert relabelled != NACL and canonical(relabelled) == canonical(NACL)
+    assert relabelled != NACL and relabelled.canonical() == NACL.canonical()
     assert wyckoff_uniqueness([NACL, relabelled]) == 0.5
 
 

@@ -9,7 +9,6 @@ from wyckoff_hf.training.augmentation import LabellingAugmentation, SitePermutat
 
 def test_labelling_augmentation_draws_equivalent_labellings_afresh_each_epoch(tokenizer):
     from wyckoff_hf.data import representation_columns
-    from wyckoff_hf.evaluation.novelty import canonical
 
     crystals = [WyckoffRepresentation.from_sites(2, [("Li", "a"), ("Li", "c"), ("O", "i")]),
                 WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])]
@@ -23,7 +22,7 @@ def test_labelling_augmentation_draws_equivalent_labellings_afresh_each_epoch(to
         features = augmentation(rows)
         assert all(set(row) == set(tokenizer.model_input_names) | {"band_gap"} for row in features)
         decoded = tokenizer.decode(tokenizer.pad(features, return_tensors="pt"))
-        assert [canonical(rep) for rep in decoded] == [canonical(rep) for rep in crystals]  # the same crystals
+        assert [rep.canonical() for rep in decoded] == [rep.canonical() for rep in crystals]  # the same crystals
         seen.append(decoded)
     assert len({epoch[0] for epoch in seen}) > 3  # P-1: Li on 2 of 8 inversion centres, 28 labellings
     assert {epoch[1] for epoch in seen} == {crystals[1], crystals[1].relabelled(1)}  # Na on 4a or on 4b

@@ -20,7 +20,6 @@ from collections import defaultdict
 import torch
 
 from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
-from wyckoff_hf.evaluation import canonical
 from wyckoff_hf.generation import load_generator, predict_structures
 
 TOP_K = (1, 10, 100)
@@ -47,7 +46,7 @@ def main() -> None:
         crystal = representation_from_row(row)
         formula = crystal.composition.reduced_formula
         if formula in truths or len(truths) < args.num:
-            truths[formula].add(canonical(crystal))
+            truths[formula].add(crystal.canonical())
             groups.setdefault(formula, crystal.space_group)
     model, tokenizer = load_generator(args.model)
     found = dict.fromkeys(TOP_K, 0)

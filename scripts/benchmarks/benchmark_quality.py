@@ -61,7 +61,6 @@ from wyckoff_hf.evaluation import (
     validity_metrics,
     wasserstein_distances,
 )
-from wyckoff_hf.evaluation.novelty import canonical
 from wyckoff_hf.evaluation.statistics import COUNTED_PROPERTIES
 from wyckoff_hf.evaluation.validity import fraction
 from wyckoff_hf.generation import load_generator, sample_crystals
@@ -122,7 +121,7 @@ def collisions(crystals: Sequence[WyckoffRepresentation]) -> str:
     Σ p² over crystals (pairs of equal samples / all pairs), read as the number of equally likely crystals that
     would collide as often, beside what 99 % uniqueness asks at this size (uniqueness ≈ 1 − (n − 1) Σ p² / 2 while
     collisions are rare, so Σ p² ≤ 0.02 / (n − 1))."""
-    counts = Counter(canonical(rep) for rep in crystals)
+    counts = Counter(rep.canonical() for rep in crystals)
     n = len(crystals)
     repeated = sum(count > 1 for count in counts.values())
     pairs = sum(count * (count - 1) // 2 for count in counts.values())

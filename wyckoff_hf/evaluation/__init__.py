@@ -9,7 +9,7 @@ from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
     "wasserstein_distances": ".distributions",
-    **dict.fromkeys(("MATCHER_TOLERANCES", "canonical", "novel_representations", "novel_structures",
+    **dict.fromkeys(("MATCHER_TOLERANCES", "novel_representations", "novel_structures",
                      "novel_templates", "novelty_metrics", "structure_uniqueness", "wyckoff_uniqueness"), ".novelty"),
     "ReferenceSet": ".reference",
     **dict.fromkeys(("evaluate", "markdown_report", "metrics_table"), ".report"),

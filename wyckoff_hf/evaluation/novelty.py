@@ -28,22 +28,16 @@ MATCHER_TOLERANCES = {"stol": 0.5, "angle_tol": 10.0, "ltol": 0.3}
 CHUNK = 32  # generated structures per novelty task: small enough to balance a pool, large enough to amortise
 
 
-def canonical(representation: WyckoffRepresentation) -> WyckoffRepresentation:
-    """The canonical form: equal for every relabelling of one crystal type."""
-    sites = [(site.element, site.letter) for site in representation.sites]
-    return WyckoffRepresentation.from_sites(representation.space_group, sites, canonical=True)
-
-
 def wyckoff_uniqueness(representations: Sequence[WyckoffRepresentation]) -> float | None:
     """Distinct canonical representations / representations (a duplicate pair gives 1/2)."""
-    return fraction(len({canonical(rep) for rep in representations}), len(representations))
+    return fraction(len({rep.canonical() for rep in representations}), len(representations))
 
 
 def novel_representations(representations: Sequence[WyckoffRepresentation],
                           train: Sequence[WyckoffRepresentation]) -> list[bool]:
     """Per sample: its canonical representation occurs nowhere in ``train``."""
-    known = {canonical(rep) for rep in train}
-    return [canonical(rep) not in known for rep in representations]
+    known = {rep.canonical() for rep in train}
+    return [rep.canonical() not in known for rep in representations]
 
 
 def novel_templates(representations: Sequence[WyckoffRepresentation],

@@ -1,14 +1,10 @@
-"""Generation as jobs: load a checkpoint, sample, realise in 3D, write files; temperature calibration; crystal
-structure prediction from a composition; the ``crystal-generation`` pipeline task. Names are imported on first use
-(the pipeline needs transformers)."""
+"""Generation as jobs: load a checkpoint, sample, realise in 3D, write files; crystal structure prediction from a
+composition; the ``crystal-generation`` pipeline task. Names are imported on first use (the pipeline needs
+transformers)."""
 
 from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "CalibrationPoint": ".calibration",
-    "calibrate_checkpoint": ".calibration",
-    "calibrate_temperature": ".calibration",
-    "distribution_distance": ".calibration",
     "DistinctCrystals": ".csp",
     "StructurePrediction": ".csp",
     "formula_unit": ".csp",

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from ..evaluation.novelty import canonical
 from ..tokenization import WyckoffRepresentation, space_group_table
 from ..tokenization.representation import electronegativity_key
 
@@ -193,7 +192,7 @@ def predict_structures(composition: str | Mapping[str, float] | Any, model, toke
                            composition=formula_unit(composition), max_atoms=max_atoms, temperature=temperature,
                            field_temperatures=field_temperatures)
     for representations, _ in chunks:
-        found.add([canonical(representation) for representation in representations],
+        found.add([representation.canonical() for representation in representations],
                   lambda crystals: crystal_log_probabilities(model, tokenizer, crystals,
                                                              with_prior=space_group is None))
     return found.predictions()

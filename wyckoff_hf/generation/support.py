@@ -6,8 +6,8 @@ name the gap instead of letting it pass without a word. They read what the check
 
 - conditions: the training range of each condition, ``condition_ranges`` of ``training_summary.json`` (min, max)
   where recorded, else the standardisation of ``config.json`` (``condition_mean`` ± ``SUPPORT_STDS`` ×
-  ``condition_std``); and a property that cannot be negative (``prediction.predict.NON_NEGATIVE_PROPERTIES``) asked
-  below 0;
+  ``condition_std``); and a property that cannot be negative (``NON_NEGATIVE_PROPERTIES``, which the property
+  predictors also clamp at 0) asked below 0;
 - compositions: the number of elements against ``generation_config.num_elements_range``, and each element against
   ``element_counts`` of ``training_summary.json`` (the training crystals holding it); a checkpoint without that
   record gets no element check.
@@ -23,6 +23,7 @@ from typing import Any
 
 SUMMARY_FILE = "training_summary.json"
 SUPPORT_STDS = 4.0  # without a recorded range, a condition this many standard deviations from the mean is outside
+NON_NEGATIVE_PROPERTIES = frozenset({"band_gap", "e_above_hull"})  # zero or more by definition
 
 
 def training_summary(model: Any) -> dict[str, Any]:
@@ -40,7 +41,6 @@ def training_summary(model: Any) -> dict[str, Any]:
 def check_condition_support(model: Any, condition: Mapping[str, float]) -> list[str]:
     """One warning per condition value outside the model's training data (empty: all inside); see the module
     docstring for what the range is. Names the model does not condition on are ``generate``'s to refuse."""
-    from ..prediction.predict import NON_NEGATIVE_PROPERTIES
 
     config = model.config
     names = list(getattr(config, "condition_names", None) or [])

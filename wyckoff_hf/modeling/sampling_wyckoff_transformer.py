@@ -234,7 +234,7 @@ class WyckoffGenerationMixin:
             stop_logit_bias: added to the (tempered) STOP logit of the token after ``k`` sites, entry ``k``; the
                 last entry also serves every later position. Default ``generation_config.stop_logit_bias``, fitted
                 on the validation split so that the sampled number of sites follows it
-                (``wyckoff_hf.generation.calibration.calibrate_stop_bias``), or none.
+                (``wyckoff_hf.training.calibration.calibrate_stop_bias``), or none.
             field_temperatures: ``{field: temperature}`` for some of ``"element"`` (STOP included),
                 ``"site_symmetry"`` and ``"enumeration"``, as the authors' per-field temperatures. The structural
                 fields choose the template (which of the group's positions are occupied), the element field its

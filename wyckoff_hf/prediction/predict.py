@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from ..generation.jobs import load_checkpoint, resolve_model_source
+from ..generation.support import NON_NEGATIVE_PROPERTIES
 from ..tokenization import InvalidRepresentationError, WyckoffError, WyckoffRepresentation, WyckoffTokenizer
 from ..utils.model_kind import PREDICTOR, check_model_kind
 
@@ -34,7 +35,6 @@ PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_class
 UNITS = {"formation_energy_per_atom": "eV/atom", "e_above_hull": "eV/atom", "energy_per_atom": "eV/atom",
          "band_gap": "eV"}
 LABEL_COLUMN = "label"
-NON_NEGATIVE_PROPERTIES = frozenset({"band_gap", "e_above_hull"})  # zero or more by definition
 
 
 def problem_type(config: Any) -> str:

@@ -28,8 +28,9 @@ the main process writes files.
 
 The package's modules, one job each: ``arguments`` (the options and their checks), ``tasks`` (generator and
 property predictor), ``augmentation`` (the per-epoch draws), ``losses`` (exact sums across processes),
-``checkpoints`` (resume and save), ``launch`` (launcher and ``Accelerator``), ``summary`` (the end of a run) and
-``loop`` (``main``). ``scripts/train.py`` is the command that runs ``main``.
+``checkpoints`` (resume and save), ``calibration`` (the sampling temperature and STOP shifts fitted after training,
+also run by ``scripts/calibrate_temperature.py``), ``launch`` (launcher and ``Accelerator``), ``summary`` (the end
+of a run) and ``loop`` (``main``). ``scripts/train.py`` is the command that runs ``main``.
 """
 
 from .loop import main

@@ -14,7 +14,7 @@ from typing import Any, Literal
 from datasets import Dataset
 from transformers import HfArgumentParser
 
-from wyckoff_hf.generation.calibration import SAMPLES_PER_ROW, STOP_BIAS_ROUNDS
+from wyckoff_hf.training.calibration import SAMPLES_PER_ROW, STOP_BIAS_ROUNDS
 
 # config fields that --task / --target / --condition and the training split set, which --config must leave alone
 TASK_CONFIG_FIELDS = ("num_labels", "problem_type", "id2label", "label2id", "label_mean", "label_std",

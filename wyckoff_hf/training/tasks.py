@@ -16,13 +16,13 @@ import torch
 from datasets import Dataset
 from transformers import BatchEncoding, PreTrainedModel
 
-from wyckoff_hf.generation.calibration import calibrate_checkpoint
 from wyckoff_hf.modeling import (
     WyckoffTransformerConfig,
     WyckoffTransformerForCrystalGeneration,
     WyckoffTransformerForPropertyPrediction,
 )
 from wyckoff_hf.tokenization import WyckoffTokenizer
+from wyckoff_hf.training.calibration import calibrate_checkpoint
 
 from .arguments import ModelArguments, TaskArguments, TrainArguments
 
