@@ -387,6 +387,25 @@ def test_exact_constraints_keep_the_unconstrained_draws_that_meet_them(model, to
     assert masked.acceptance_rate is None and all(len(c.sites) <= 3 for c in masked)
 
 
+def test_importance_resampling_weighs_masked_proposals_back_to_the_model(model, tokenizer):
+    """Each kept draw's score is log q + log(p/q) = the model's own log p(x): forward's log-likelihood at T = 1."""
+    crystals = model.generate(24, seed=6, max_sites=3, allowed_elements=["Li", "Fe", "O", "P"], temperature=1.0,
+                              constraint_sampling="importance", tokenizer=tokenizer)
+    assert all(len(c.sites) <= 3 and set(c.elements) <= {"Li", "Fe", "O", "P"} for c in crystals)
+    assert 1 <= crystals.effective_sample_size <= 32 and crystals.acceptance_rate is None
+    with torch.no_grad():
+        forward = model(**tokenizer(list(crystals), return_tensors="pt")).log_likelihood
+    torch.testing.assert_close(torch.tensor(crystals.sequences_scores), forward, rtol=0, atol=1e-4)
+    masked = model.generate(24, seed=6, max_sites=3, allowed_elements=["Li", "Fe", "O", "P"], temperature=1.0,
+                            constraint_sampling="masked", tokenizer=tokenizer)
+    with torch.no_grad():
+        forward = model(**tokenizer(list(masked), return_tensors="pt")).log_likelihood
+    assert all(score > full for score, full in zip(masked.sequences_scores, forward.tolist(), strict=True))
+    with pytest.raises(ValueError, match="not combined with a prompt"):
+        model.generate(2, constraint_sampling="importance", prompt=[WyckoffRepresentation.from_sites(
+            225, [("Na", "a")])], tokenizer=tokenizer)
+
+
 def test_atoms_per_primitive_cell_stay_in_the_range(model, tokenizer):
     with pytest.raises(ValueError, match="lattice_points"):
         model.generate(4, seed=0, num_atoms_range=(2, 6))
@@ -399,7 +418,7 @@ def test_atoms_per_primitive_cell_stay_in_the_range(model, tokenizer):
 
 
 def test_too_rare_a_constraint_names_the_ways_out(model):
-    with pytest.raises(ValueError, match=r"allowed_elements: only .* constraint_sampling='masked'"):
+    with pytest.raises(ValueError, match=r"allowed_elements: only .* constraint_sampling='importance'"):
         model.generate(20, seed=0, allowed_elements=["O"])
 
 

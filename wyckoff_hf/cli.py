@@ -94,8 +94,14 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--required-elements", nargs="+", default=None, metavar="EL",
                         help="element symbols every crystal must contain")
     parser.add_argument("--min-acceptance-rate", type=rate, default=None, metavar="RATE",
-                        help="with --required-elements: the lowest share of draws containing them before sampling "
+                        help="the lowest share of draws meeting the element and atom constraints before sampling "
                              "gives up (default: the checkpoint's generation_config, 0.01)")
+    parser.add_argument("--constraint-sampling", choices=("exact", "importance", "masked"), default="exact",
+                        help="exact (default): --allowed-elements and --num-elements-range keep the draws that meet "
+                             "them, the model's own conditional; importance: 32 masked proposals per sample, one "
+                             "kept by its weight p/q (any rarity, close to the conditional, 32 times the cost); "
+                             "masked: every step drops the choices that break them and renormalises (fast, but not "
+                             "the conditional: long samples pile up at the caps)")
     parser.add_argument("--num-elements-range", type=positive_int, nargs=2, default=None, metavar=("LOW", "HIGH"),
                         help="numbers of distinct elements a crystal may have (default: the checkpoint's training "
                              "range, e.g. 2 3 for a binary/ternary model)")
@@ -212,8 +218,10 @@ def _sampling_error(err: ValueError, rate: float) -> ValueError:
     """The model's rejection-sampling error with the way out the CLI offers."""
     if "min_acceptance_rate" not in str(err):
         return err
-    return ValueError(f"{err}; to sample it anyway, pass a lower --min-acceptance-rate (now {rate:g}), or relax "
-                      "--required-elements / --space-group")
+    return ValueError(f"{err.args[0].split('; lower min_acceptance_rate')[0]}; to sample it anyway, pass a lower "
+                      f"--min-acceptance-rate (now {rate:g}), --constraint-sampling importance (reweighted proposals) "
+                      "or masked (not the conditional), or relax --required-elements / --allowed-elements / "
+                      "--space-group")
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -238,12 +246,15 @@ def _run_generate(args: argparse.Namespace) -> int:
         model, tokenizer, args.num_samples, space_group, seed=args.seed, temperature=args.temperature,
         field_temperatures=args.field_temperatures, allowed_elements=args.allowed_elements,
         required_elements=args.required_elements, prompt=prompt, condition=condition,
-        guidance_scale=args.guidance_scale, num_elements_range=args.num_elements_range)
+        guidance_scale=args.guidance_scale, num_elements_range=args.num_elements_range,
+        constraint_sampling=args.constraint_sampling)
     generation.update(allowed_elements=args.allowed_elements, required_elements=args.required_elements,
-                      min_acceptance_rate=min_rate if args.required_elements else None,
+                      min_acceptance_rate=min_rate,
                       prompt_sites=args.prompt_sites, condition=condition, guidance_scale=args.guidance_scale,
                       num_elements_range=effective_generation_settings(model, args.num_elements_range)[
-                          "num_elements_range"], predict=args.predict)
+                          "num_elements_range"], constraint_sampling=args.constraint_sampling,
+                      num_atoms_range=getattr(model.generation_config, "num_atoms_range", None),
+                      predict=args.predict)
     try:
         first = next(chunks)  # an impossible request fails here, before the output folder is touched
     except ValueError as err:

@@ -133,14 +133,17 @@ def element_ids(model: Any, elements: Sequence[str | int] | None, argument: str)
     return torch.tensor(sorted(ids), dtype=torch.long, device=model.device)
 
 
-CONSTRAINT_SAMPLING = ("exact", "masked")
+CONSTRAINT_SAMPLING = ("exact", "importance", "masked")
 
 
-def constraint_sampling(value: str) -> bool:
-    """``generate``'s ``constraint_sampling``: whether the constraints are sampled exactly (``"exact"``)."""
+def constraint_sampling(value: str, prompt: Any) -> str:
+    """``generate``'s ``constraint_sampling``, checked: one of ``CONSTRAINT_SAMPLING``, and not importance
+    resampling with a prompt (a prompt's forced steps would enter the weights and the scores)."""
     if value not in CONSTRAINT_SAMPLING:
         raise ValueError(f"constraint_sampling must be one of {CONSTRAINT_SAMPLING}, got {value!r}")
-    return value == "exact"
+    if value == "importance" and prompt is not None:
+        raise ValueError("constraint_sampling='importance' is not combined with a prompt")
+    return value
 
 
 def element_range(model: Any, num_elements_range: Sequence[int] | None, composition: bool,

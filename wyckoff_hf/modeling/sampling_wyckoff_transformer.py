@@ -43,6 +43,7 @@ from .site_constraints import CompositionSites, ElementCountSites, SiteConstrain
 logger = logging.get_logger(__name__)
 
 DEFAULT_GENERATION_BATCH_SIZE = 2048
+IMPORTANCE_PARTICLES = 32  # masked proposals per sample under constraint_sampling="importance"
 # generation_config.json defaults: temperature (calibrated after training), the space-group prior p(S) as counts
 # per space-group id (None: uniform over the groups with Wyckoff positions), the lowest acceptance rate that
 # rejection sampling of required_elements accepts before giving up, and the most atoms per conventional cell of
@@ -74,6 +75,8 @@ class GeneratedCrystals(ModelOutput):
         conditional (guided, for ``guidance_scale`` ≠ 1) per-step distributions the sample was drawn from.
     acceptance_rate: accepted / drawn samples of the rejection sampler when a constraint is checked on complete
         samples (``required_elements``, the atom range, and the exact element constraints); else ``None``.
+    effective_sample_size: with ``constraint_sampling="importance"``, the mean over samples of the effective sample
+        size (Σw)² / Σw² of the ``IMPORTANCE_PARTICLES`` weighted proposals each was chosen from; else ``None``.
     """
 
     space_group_ids: torch.LongTensor | None = None
@@ -85,6 +88,7 @@ class GeneratedCrystals(ModelOutput):
     attention_mask: torch.LongTensor | None = None
     sequences_scores: torch.FloatTensor | None = None
     acceptance_rate: float | None = None
+    effective_sample_size: float | None = None
 
 
 class DecodedCrystals(list):
@@ -92,10 +96,11 @@ class DecodedCrystals(list):
     ``sequences_scores`` (one float per sample) and ``acceptance_rate`` of ``GeneratedCrystals``."""
 
     def __init__(self, representations: Sequence[Any], sequences_scores: Sequence[float],
-                 acceptance_rate: float | None) -> None:
+                 acceptance_rate: float | None, effective_sample_size: float | None = None) -> None:
         super().__init__(representations)
         self.sequences_scores = list(sequences_scores)
         self.acceptance_rate = acceptance_rate
+        self.effective_sample_size = effective_sample_size
 
 
 _GOLDEN = 0x9E3779B97F4A7C15 - (1 << 64)  # the 64-bit constants of splitmix64, as signed int64
@@ -257,6 +262,11 @@ class WyckoffGenerationMixin:
                 break them and renormalises the rest: fast at any rarity, but it samples
                 q(x) = Π p(x_t | x_<t, allowed) / Z_t, not the conditional (a prefix that would likely have
                 continued with a forbidden choice is not down-weighted, so long samples pile up at the caps).
+                ``"importance"``: ``IMPORTANCE_PARTICLES`` masked proposals per sample, each weighted by
+                p(x) / q(x) = Π Z_t (the mass the masks removed), one kept with probability ∝ weight: consistent
+                (the kept draws approach p(x | constraint) as the particles grow) at any rarity, at 32 times the
+                cost; ``effective_sample_size`` says how well the weights are spread, and ``sequences_scores``
+                is log p(x). Also reweights ``composition``'s masks. Not with a ``prompt``.
 
         Integers may be Python, numpy or 0-d torch integers. Returns ``GeneratedCrystals`` (with
         ``sequences_scores`` and ``acceptance_rate``), or with ``tokenizer`` the decoded representations as a
@@ -278,7 +288,8 @@ class WyckoffGenerationMixin:
         elif not 0 <= arguments.integer(seed, "seed") < 2**63:
             raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
         streams = SampleStreams(int(seed), self.device)
-        exact = arguments.constraint_sampling(constraint_sampling)
+        mode = arguments.constraint_sampling(constraint_sampling, prompt)
+        exact = mode == "exact"
         element_allowed = torch.zeros(config.element_vocab_size, dtype=torch.bool, device=self.device)
         allowed = arguments.element_ids(self, allowed_elements, "allowed_elements")
         element_allowed[config.mask_token_id + 1:] = allowed is None
@@ -315,7 +326,7 @@ class WyckoffGenerationMixin:
         # exact: allowed elements, fewer sites and the element range are checked on complete samples drawn
         # without them (rejection); masked: they narrow every step (renormalised), only the rest is checked
         accepts, checked = arguments.acceptance_test(
-            self, required, element_allowed if exact and allowed is not None else None,
+            self, required, element_allowed.clone() if exact and allowed is not None else None,
             max_sites if exact and max_sites < config.max_sites else None, elements if exact else None, atoms)
         element_counts = (None if exact or elements is None
                           else arguments.element_count_limits(self, *elements, element_allowed))
@@ -333,22 +344,25 @@ class WyckoffGenerationMixin:
             if element_counts is not None:
                 constraints.append(ElementCountSites(*element_counts, len(slots), max_sites, self.config))
             return self._sample_batch(groups, keys, element_allowed, max_sites, temperatures, constraints,
-                                      None if guidance is None else guidance.take(slots), stop_bias)
+                                      None if guidance is None else guidance.take(slots), stop_bias,
+                                      weigh=mode == "importance")
 
         was_training = self.training
         self.eval()
         try:
-            output, acceptance_rate = self._sample_by_rejection(
+            output, acceptance_rate, effective_sample_size = self._fill_slots(
                 num_samples, accepts, checked, float(getattr(settings, "min_acceptance_rate", 0.01)), sample,
-                batch_size, streams, sample_offset)
+                batch_size, streams, sample_offset, IMPORTANCE_PARTICLES if mode == "importance" else None)
         finally:
             self.train(was_training)
         if accepts is not None:
             logger.info(f"{', '.join(checked)}: acceptance rate {acceptance_rate:.3f}")
-        result = GeneratedCrystals(**output, acceptance_rate=acceptance_rate)
+        result = GeneratedCrystals(**output, acceptance_rate=acceptance_rate,
+                                   effective_sample_size=effective_sample_size)
         if tokenizer is None:
             return result
-        return DecodedCrystals(tokenizer.decode(result), result.sequences_scores.tolist(), acceptance_rate)
+        return DecodedCrystals(tokenizer.decode(result), result.sequences_scores.tolist(), acceptance_rate,
+                               effective_sample_size)
 
     def sampling_temperatures(self, temperature: float | None = None,
                               field_temperatures: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -388,68 +402,99 @@ class WyckoffGenerationMixin:
                              "zero, and zero for ids that are not space groups with Wyckoff positions")
         return prior
 
-    def _sample_by_rejection(self, num_samples: int, accepts: Callable[[dict], torch.Tensor] | None,
-                             checked: Sequence[str], min_acceptance_rate: float,
-                             sample: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
-                             batch_size: int, streams: SampleStreams,
-                             sample_offset: int) -> tuple[dict[str, torch.Tensor], float | None]:
-        """Fill ``num_samples`` slots, each with the first of its draws that ``accepts`` (the constraints
-        ``checked``).
+    def _fill_slots(self, num_samples: int, accepts: Callable[[dict], torch.Tensor] | None, checked: Sequence[str],
+                    min_acceptance_rate: float, sample: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+                    batch_size: int, streams: SampleStreams, sample_offset: int,
+                    particles: int | None) -> tuple[dict[str, torch.Tensor], float | None, float | None]:
+        """Fill ``num_samples`` slots with draws of ``sample(slots, keys)`` (one crystal per slot index given, from
+        p(S) p(sites | S) or p(sites | S = the slot's group), with the random stream of each key).
 
-        ``sample(slots, keys)`` draws one crystal per slot index given, from p(S) p(sites | S) or p(sites | S = the
-        slot's group), with the random stream of each key, so the accepted draw follows the conditional given the
-        constraint. Draw ``a`` of slot ``i`` uses the stream of (sample ``sample_offset + i``, attempt ``a``), so
-        which draw a slot keeps does not depend on the other slots. Later rounds draw several candidates per open
-        slot, as many as the acceptance rate so far suggests, within ``num_samples / min_acceptance_rate`` draws in
-        all. Without a test one round accepts everything (acceptance rate ``None``).
+        Rejection (``particles`` ``None``): each slot takes the first of its draws that ``accepts`` (the constraints
+        ``checked``), so it follows the conditional given them. Draw ``a`` of slot ``i`` uses the stream of (sample
+        ``sample_offset + i``, attempt ``a``), so which draw a slot keeps does not depend on the other slots. Later
+        rounds draw several candidates per open slot, as many as the acceptance rate so far suggests.
+
+        Importance resampling (``particles`` K): each slot draws K masked proposals with their ``log_weights``
+        (p(x) / q(x), the mass the masks removed) and keeps one with probability ∝ weight among those that
+        ``accepts``: as K grows the kept draw follows p(x | constraints). The mean effective sample size of a
+        slot's K weights says how far from that limit it is, and the kept draw's score becomes log p(x).
+
+        At most ``num_samples / min_acceptance_rate`` draws in all. Returns the samples, the acceptance rate (``None``
+        without a test) and the mean effective sample size (``None`` without particles).
         """
         width = self.config.max_sites + 1
         chosen: dict[str, torch.Tensor] = {}
         filled = torch.zeros(num_samples, dtype=torch.bool, device=self.device)
         attempts = torch.zeros(num_samples, dtype=torch.long, device=self.device)
         drawn = accepted = 0
+        sizes: list[torch.Tensor] = []
         budget = math.ceil(num_samples / min_acceptance_rate)
+
+        def place(batch: dict[str, torch.Tensor], slots: torch.Tensor, rows: torch.Tensor) -> None:
+            for key, value in batch.items():
+                if value.dim() == 2:
+                    value = F.pad(value, (0, width - value.shape[1]))
+                chosen.setdefault(key, value.new_zeros(num_samples, *value.shape[1:]))[slots] = value[rows]
+            filled[slots] = True
+
         while not filled.all():
             open_slots = (~filled).nonzero().squeeze(1)
             rate = max(accepted / drawn, min_acceptance_rate) if drawn else 1.0
-            copies = min(math.ceil(1.2 / rate) if drawn else 1, (budget - drawn) // len(open_slots))
+            wanted = particles or (math.ceil(1.2 / rate) if drawn else 1)
+            copies = min(wanted, (budget - drawn) // len(open_slots))
             if copies < 1:
                 raise ValueError(
                     f"{', '.join(checked)}: only {accepted} of {drawn} draws meet them (acceptance rate "
                     f"{accepted / drawn:.4f} < generation_config.min_acceptance_rate={min_acceptance_rate}): too "
                     f"rare to sample their conditional by rejection; lower min_acceptance_rate, or pass "
-                    f"constraint_sampling='masked' (renormalised masks: fast, but not the conditional)")
+                    f"constraint_sampling='importance' (masked proposals reweighted) or 'masked' (not the "
+                    f"conditional)")
             candidates = open_slots.repeat_interleave(copies)  # sorted by slot, so a slot's first draw comes first
+            first = attempts[open_slots]
             attempt = attempts[candidates] + torch.arange(len(candidates), device=self.device) % copies
             attempts[open_slots] += copies
             keys = streams.keys(candidates + sample_offset, attempt)
+            drawn_now: list[tuple[dict[str, torch.Tensor], torch.Tensor]] = []
             for start in range(0, len(candidates), batch_size):
                 slots = candidates[start:start + batch_size]
                 batch = sample(slots, keys[start:start + batch_size])
-                keep = torch.ones(len(slots), dtype=torch.bool, device=self.device)
-                if accepts is not None:
-                    keep = accepts(batch)
+                keep = accepts(batch) if accepts is not None else torch.ones_like(slots, dtype=torch.bool)
                 drawn, accepted = drawn + len(slots), accepted + int(keep.sum())
+                if particles:
+                    drawn_now.append(({key: F.pad(value, (0, width - value.shape[1])) if value.dim() == 2 else value
+                                       for key, value in batch.items()}, keep))
+                    continue
                 take = (keep & ~filled[slots]).nonzero().squeeze(1)
                 take = take[torch.cat([take.new_ones(min(len(take), 1), dtype=torch.bool),
                                        slots[take[1:]] != slots[take[:-1]]])]
-                for key, value in batch.items():
-                    if value.dim() == 2:
-                        value = F.pad(value, (0, width - value.shape[1]))
-                    chosen.setdefault(key, value.new_zeros(num_samples, *value.shape[1:]))[slots[take]] = value[take]
-                filled[slots[take]] = True
+                place(batch, slots[take], take)
+            if particles:
+                batch = {key: torch.cat([part[key] for part, _ in drawn_now]) for key in drawn_now[0][0]}
+                log_weights = batch["log_weights"].masked_fill(~torch.cat([keep for _, keep in drawn_now]), -math.inf)
+                log_weights = log_weights.view(len(open_slots), copies)
+                alive = log_weights.isfinite().any(1)
+                weights = (log_weights[alive] - log_weights[alive].amax(1, keepdim=True)).exp()
+                sizes.append(weights.sum(1) ** 2 / (weights**2).sum(1))
+                pick = SampleStreams.choose(streams.keys(open_slots[alive] + sample_offset, first[alive]), -2, weights)
+                rows = alive.nonzero().squeeze(1) * copies + pick
+                batch["sequences_scores"] = batch["sequences_scores"] + batch["log_weights"]  # log q + log p/q
+                place(batch, open_slots[alive], rows)
         length = int(chosen["attention_mask"].sum(1).max())
-        output = {key: value[:, :length] if value.dim() == 2 else value for key, value in chosen.items()}
-        return output, (accepted / drawn if accepts is not None else None)
+        output = {key: value[:, :length] if value.dim() == 2 else value for key, value in chosen.items()
+                  if key != "log_weights"}
+        size = float(torch.cat(sizes).mean()) if sizes else None
+        return output, (accepted / drawn if accepts is not None else None), size
 
     def _sample_field(self, field: str, state: dict[str, torch.Tensor], position: int, allowed: torch.Tensor,
                       temperature: float, keys: torch.Tensor, guidance: Guidance | None = None,
-                      logit_bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                      logit_bias: torch.Tensor | None = None,
+                      base: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample ``field`` of token ``position`` for every row under the mask ``allowed``, with each row's random
         stream (``keys``); also its log-probability (of the distribution sampled: tempered, and shifted by
-        ``logit_bias`` over the field's vocabulary).
+        ``logit_bias`` over the field's vocabulary) and the log of the probability mass that ``allowed`` keeps of
+        the model's own mask ``base`` (0 without ``base``): the importance weight of the step.
 
-        Rows with a single allowed value take it (log-probability 0) without an encoder pass: the masked softmax
+        Rows with a single possible value take it (log-probability 0) without an encoder pass: the masked softmax
         is one-hot there, so this is exact, and it skips most enumeration passes (most site symmetries occur
         once per group) and every forced element or STOP.
         """
@@ -458,7 +503,8 @@ class WyckoffGenerationMixin:
                              "composition, elements and num_elements_range asked for contradict each other")
         choice = allowed.to(torch.uint8).argmax(-1)
         log_prob = torch.zeros(len(choice), device=choice.device)
-        open_rows = (allowed.sum(-1) > 1).nonzero().squeeze(1)
+        log_mass = torch.zeros(len(choice), device=choice.device)
+        open_rows = ((allowed if base is None else base).sum(-1) > 1).nonzero().squeeze(1)
         if len(open_rows):
             inputs = {key: value[open_rows, : position + 1] for key, value in state.items()}
 
@@ -470,33 +516,42 @@ class WyckoffGenerationMixin:
             logits = logits / temperature
             if logit_bias is not None:
                 logits = logits + logit_bias
-            log_probs = logits.masked_fill(~allowed[open_rows], -torch.inf).log_softmax(-1)
+            kept = logits.masked_fill(~allowed[open_rows], -torch.inf)
+            log_probs = kept.log_softmax(-1)
+            if base is not None:
+                whole = logits.masked_fill(~base[open_rows], -torch.inf).logsumexp(-1)
+                log_mass[open_rows] = kept.logsumexp(-1) - whole
             picked = SampleStreams.choose(keys[open_rows], 3 * position + SAMPLED_FIELDS.index(field),
                                           log_probs.exp())
             choice[open_rows] = picked
             log_prob[open_rows] = log_probs.gather(1, picked[:, None]).squeeze(1)
-        return choice, log_prob
+        return choice, log_prob, log_mass
 
     def _sample_batch(self, space_groups: torch.Tensor, keys: torch.Tensor, element_allowed: torch.Tensor,
                       max_sites: int, temperatures: Mapping[str, float],
                       constraints: SiteConstraint,
                       guidance: Guidance | None = None,
-                      stop_bias: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                      stop_bias: torch.Tensor | None = None, weigh: bool = False) -> dict[str, torch.Tensor]:
         """One batch of samples, token by token and field by field; finished rows leave the batch.
 
         ``keys`` are the rows' random streams (``SampleStreams``). ``constraints`` narrow the masks further
         (prompts, compositions, element counts): they restrict the element and position masks of the rows still
         sampling (``rows``, indices into the batch) and record the sites placed.
         ``guidance`` holds the batch's conditions (one row per sample); ``stop_bias[k]`` shifts the element logits
-        (the STOP one) after ``k`` sites."""
+        (the STOP one) after ``k`` sites. With ``weigh``, ``log_weights`` adds up, per sample, the log of the mass
+        the masks kept at each step of the model's own (``config.max_sites``, every element): p(x) = q(x) × weight
+        for the masked proposal q the sample was drawn from."""
         config, tables, device = self.config, self.tables, space_groups.device
         count, width = len(space_groups), max_sites + 1
         state = {key: torch.zeros(count, width, dtype=torch.long, device=device) for key in FIELD_INPUTS}
         state["space_group_ids"][:] = space_groups[:, None]
         output = {key: value.clone() for key, value in state.items()}
         output["sequences_scores"] = torch.zeros(count, device=device)
+        output["log_weights"] = torch.zeros(count, device=device)
         rows = torch.arange(count, device=device)
-        scores = torch.zeros(count, device=device)
+        scores, weights = torch.zeros(count, device=device), torch.zeros(count, device=device)
+        elements = torch.zeros_like(element_allowed)  # the model's own choices: every element, and STOP
+        elements[config.mask_token_id + 1:] = elements[config.stop_token_id] = True
         used = torch.zeros(count, tables.exists[0].numel(), dtype=torch.long, device=device)
         for position in range(width):
             for key in CASCADE_HIDDEN["element"]:
@@ -508,14 +563,17 @@ class WyckoffGenerationMixin:
                 previous_element = state["element_ids"][:, position - 1]
                 previous_letter = tables.letter_index[group, state["site_symmetry_ids"][:, position - 1],
                                                       state["enumeration_ids"][:, position - 1]]
-            allowed = element_allowed & tables.element_allowed(torch.full_like(group, position), previous_element,
-                                                               max_sites, config)
+            positions = torch.full_like(group, position)
+            allowed = element_allowed & tables.element_allowed(positions, previous_element, max_sites, config)
             allowed = constraints.restrict_elements(allowed, rows, position)
+            base = (elements & tables.element_allowed(positions, previous_element, config.max_sites, config)
+                    if weigh else None)
             guide = None if guidance is None else guidance.take(rows)
-            element, log_prob = self._sample_field("element", state, position, allowed, temperatures["element"],
-                                                   keys, guide,
-                                                   None if stop_bias is None else stop_bias[position])
+            element, log_prob, log_mass = self._sample_field(
+                "element", state, position, allowed, temperatures["element"], keys, guide,
+                None if stop_bias is None else stop_bias[position], base)
             scores += log_prob
+            weights += log_mass
             stop = element == config.stop_token_id
             if stop.any():
                 for key in ("element_ids", "site_symmetry_ids", "enumeration_ids"):
@@ -523,24 +581,31 @@ class WyckoffGenerationMixin:
                 for key, value in state.items():
                     output[key][rows[stop]] = value[stop]
                 output["sequences_scores"][rows[stop]] = scores[stop]
+                output["log_weights"][rows[stop]] = weights[stop]
                 keep = ~stop
                 rows, element, used, scores, keys = rows[keep], element[keep], used[keep], scores[keep], keys[keep]
+                weights = weights[keep]
                 group, previous_element, previous_letter = group[keep], previous_element[keep], previous_letter[keep]
                 state = {key: value[keep] for key, value in state.items()}
                 if not len(rows):
                     break
                 guide = None if guidance is None else guidance.take(rows)
             state["element_ids"][:, position] = element
-            available = tables.position_allowed(group, used, element, previous_element, previous_letter)
-            available = constraints.restrict_positions(available, rows, position, element)
-            site_symmetry, log_prob = self._sample_field("site_symmetry", state, position, available.any(-1),
-                                                         temperatures["site_symmetry"], keys, guide)
+            possible = tables.position_allowed(group, used, element, previous_element, previous_letter)
+            available = constraints.restrict_positions(possible.clone() if weigh else possible, rows, position,
+                                                        element)
+            site_symmetry, log_prob, log_mass = self._sample_field(
+                "site_symmetry", state, position, available.any(-1), temperatures["site_symmetry"], keys, guide,
+                base=possible.any(-1) if weigh else None)
             scores += log_prob
+            weights += log_mass
             state["site_symmetry_ids"][:, position] = site_symmetry
-            enumeration, log_prob = self._sample_field(
-                "enumeration", state, position, available[torch.arange(len(rows), device=device), site_symmetry],
-                temperatures["enumeration"], keys, guide)
+            chosen = torch.arange(len(rows), device=device), site_symmetry
+            enumeration, log_prob, log_mass = self._sample_field(
+                "enumeration", state, position, available[chosen], temperatures["enumeration"], keys, guide,
+                base=possible[chosen] if weigh else None)
             scores += log_prob
+            weights += log_mass
             state["enumeration_ids"][:, position] = enumeration
             state["multiplicity"][:, position] = tables.multiplicity[group, site_symmetry, enumeration]
             state["dof"][:, position] = tables.dof[group, site_symmetry, enumeration]
