@@ -162,6 +162,17 @@ def test_a_too_rare_constraint_suggests_min_acceptance_rate_which_is_used(tmp_pa
     assert json.loads((tmp_path / "ok" / "manifest.json").read_text())["generation"]["min_acceptance_rate"] == 0.05
 
 
+def test_rare_allowed_elements_name_the_other_samplers_which_are_recorded(tmp_path, capsys):
+    argv = ["generate", "-n", "4", "--allowed-elements", "Na", "Cl", "--seed", "1"]
+    assert main([*argv, "--output-dir", str(tmp_path / "exact")]) == 2
+    assert "--constraint-sampling importance (reweighted proposals) or masked" in one_line_error(capsys, "generate")
+    assert main([*argv, "--output-dir", str(tmp_path / "masked"), "--constraint-sampling", "masked"]) == 0
+    manifest = json.loads((tmp_path / "masked" / "manifest.json").read_text())
+    assert manifest["generation"]["constraint_sampling"] == "masked"
+    assert manifest["generation"]["num_atoms_range"] == [2, 20]
+    assert all(set(rep.elements) <= {"Na", "Cl"} for rep in load_samples(tmp_path / "masked").representations)
+
+
 def test_a_raw_reference_points_at_prepare_dataset_and_leaves_no_folder(tmp_path, capsys, shared_data):
     samples = write_samples(tmp_path / "s", [NACL])
     report = tmp_path / "report"
