@@ -9,8 +9,9 @@ Every row is measured on Wyckoff representations only (no 3D realisation), so 10
 evaluate``), here without structures:
 
 - out-of-support #elements: samples whose number of distinct elements never occurs in the train split
-  (an MP-20 binary/ternary model should never write a quaternary);
-- W1 #elements / W1 #sites / space-group TV distance: to the whole test split;
+  (an MP-20 binary/ternary model should never write a quaternary); out-of-support atoms: samples whose atoms per
+  primitive cell lie outside the train split's range (MP-20: at most 20);
+- W1 #elements / W1 #sites / W1 atoms per conventional cell / space-group TV distance: to the whole test split;
 - Wyckoff novelty and template novelty vs train, Wyckoff uniqueness, P1 fraction, SMACT compositional validity;
 - validation NLL per site: the mean over validation crystals of −log p(sites, STOP | S) / (#sites + 1), where
   log p is ``forward(...).log_likelihood`` (teacher forcing on the crystal's canonical labelling, temperature 1):
@@ -96,8 +97,10 @@ ROWS = (
     Row("element_cross_entropy", "  element head CE per prediction (sites + STOP)", "lower is better"),
     Row("site_symmetry_cross_entropy", "  site-symmetry head CE per site", "lower is better"),
     Row("enumeration_cross_entropy", "  enumeration head CE per site", "lower is better"),
+    Row("out_of_support_num_atoms", "out-of-support atoms per primitive cell (vs train's range)", "0 %", True),
+    Row("wasserstein_num_atoms", "W1 atoms per conventional cell to test", "≤ 0.5"),
 )
-DISTANCE_KEYS = ("wasserstein_num_elements", "wasserstein_num_sites", "space_group_tv")
+DISTANCE_KEYS = ("wasserstein_num_elements", "wasserstein_num_sites", "wasserstein_num_atoms", "space_group_tv")
 
 
 def set_metrics(crystals: Sequence[WyckoffRepresentation], train: Sequence[WyckoffRepresentation]
@@ -105,11 +108,14 @@ def set_metrics(crystals: Sequence[WyckoffRepresentation], train: Sequence[Wycko
     """The metrics of a set of crystals on its own or against ``train``: support, novelty, uniqueness, P1, SMACT."""
     count_elements = COUNTED_PROPERTIES["num_elements"]
     support = {count_elements(rep) for rep in train}
+    atoms = [rep.num_primitive_atoms for rep in train]
     samples = GeneratedSamples.from_representations(crystals)
     novelty = novelty_metrics(samples, train)
     return {
         "out_of_support_num_elements": fraction(sum(count_elements(rep) not in support for rep in crystals),
                                                 len(crystals)),
+        "out_of_support_num_atoms": fraction(sum(not min(atoms) <= rep.num_primitive_atoms <= max(atoms)
+                                                 for rep in crystals), len(crystals)),
         **{key: novelty[key] for key in ("wyckoff_novel", "template_novel", "wyckoff_unique")},
         "p1_fraction": symmetry_metrics(crystals, [])["p1_fraction"],
         "compositional_valid": validity_metrics(samples, structure_metrics=False)["compositional_valid"],
@@ -137,10 +143,12 @@ def collisions(crystals: Sequence[WyckoffRepresentation]) -> str:
 
 def distance_metrics(crystals: Sequence[WyckoffRepresentation], test: Sequence[WyckoffRepresentation]
                      ) -> dict[str, float | None]:
-    """W1 of #elements and #sites and the space-group TV distance of ``crystals`` to ``test``."""
+    """W1 of #elements, #sites and atoms per conventional cell and the space-group TV distance of ``crystals`` to
+    ``test``."""
     distances = wasserstein_distances(crystals, test)
     return {"wasserstein_num_elements": distances["wasserstein_num_elements"],
             "wasserstein_num_sites": distances["wasserstein_num_sites"],
+            "wasserstein_num_atoms": distances["wasserstein_num_atoms"],
             "space_group_tv": symmetry_metrics(crystals, test)["space_group_tv"]}
 
 
