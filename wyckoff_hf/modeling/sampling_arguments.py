@@ -136,7 +136,7 @@ def element_ids(model: Any, elements: Sequence[str | int] | None, argument: str)
 CONSTRAINT_SAMPLING = ("exact", "importance", "masked")
 
 
-def constraint_sampling(value: str, prompt: Any) -> str:
+def sampling_mode(value: str, prompt: Any) -> str:
     """``generate``'s ``constraint_sampling``, checked: one of ``CONSTRAINT_SAMPLING``, and not importance
     resampling with a prompt (a prompt's forced steps would enter the weights and the scores)."""
     if value not in CONSTRAINT_SAMPLING:
@@ -255,7 +255,7 @@ def acceptance_test(model: Any, required: torch.Tensor | None, allowed: torch.Te
     return accepts, names
 
 
-def conditions(model: Any, condition: Mapping[str, float | Sequence[float]] | None,
+def condition_values(model: Any, condition: Mapping[str, float | Sequence[float]] | None,
                 num_samples: int) -> torch.Tensor | None:
     """``generate``'s ``condition`` as ``(num_samples, len(config.condition_names))`` values, NaN for the
     names left out; ``None`` without a condition."""
@@ -298,7 +298,7 @@ def space_group_ids(model: Any, space_group: int | Sequence[int] | None, num_sam
     return torch.tensor(numbers, dtype=torch.long, device=model.device) + model.config.mask_token_id
 
 
-def stop_bias(model: Any, stop_logit_bias: Sequence[float] | None, max_sites: int) -> torch.Tensor | None:
+def stop_shifts(model: Any, stop_logit_bias: Sequence[float] | None, max_sites: int) -> torch.Tensor | None:
     """``stop_logit_bias``, checked, as the element-logit shift of each token position (row ``k``: the STOP
     column holds entry ``k``, the last entry repeated, every other column 0), built once per ``generate``."""
     if stop_logit_bias is None:

@@ -36,8 +36,22 @@ import torch
 from torch.nn import functional as F
 from transformers.utils import ModelOutput, logging
 
-from . import sampling_arguments as arguments
 from .configuration_wyckoff_transformer import CASCADE_HIDDEN, FIELD_INPUTS, SAMPLED_FIELDS, hidden_value
+from .sampling_arguments import (
+    acceptance_test,
+    atom_range,
+    composition_moves,
+    condition_values,
+    element_count_limits,
+    element_ids,
+    element_range,
+    group_prior,
+    integer,
+    prompted_sites,
+    sampling_mode,
+    space_group_ids,
+    stop_shifts,
+)
 from .site_constraints import CompositionSites, ElementCountSites, SiteConstraint, SiteConstraintList
 
 logger = logging.get_logger(__name__)
@@ -273,11 +287,11 @@ class WyckoffGenerationMixin:
         ``DecodedCrystals`` list that keeps both.
         """
         config, settings = self.config, self.generation_config
-        num_samples = arguments.integer(num_samples, "num_samples")
-        max_sites = config.max_sites if max_sites is None else arguments.integer(max_sites, "max_sites")
+        num_samples = integer(num_samples, "num_samples")
+        max_sites = config.max_sites if max_sites is None else integer(max_sites, "max_sites")
         batch_size = (DEFAULT_GENERATION_BATCH_SIZE if batch_size is None
-                      else arguments.integer(batch_size, "batch_size"))
-        sample_offset = arguments.integer(sample_offset, "sample_offset")
+                      else integer(batch_size, "batch_size"))
+        sample_offset = integer(sample_offset, "sample_offset")
         temperatures = self.sampling_temperatures(temperature, field_temperatures)
         if num_samples < 1 or batch_size < 1 or sample_offset < 0 or not 1 <= max_sites <= config.max_sites:
             raise ValueError(f"need num_samples, batch_size ≥ 1, sample_offset ≥ 0 and 1 ≤ max_sites ≤ "
@@ -285,24 +299,24 @@ class WyckoffGenerationMixin:
                              f"{max_sites}")
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,)))
-        elif not 0 <= arguments.integer(seed, "seed") < 2**63:
+        elif not 0 <= integer(seed, "seed") < 2**63:
             raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed}")
         streams = SampleStreams(int(seed), self.device)
-        mode = arguments.constraint_sampling(constraint_sampling, prompt)
+        mode = sampling_mode(constraint_sampling, prompt)
         exact = mode == "exact"
         element_allowed = torch.zeros(config.element_vocab_size, dtype=torch.bool, device=self.device)
-        allowed = arguments.element_ids(self, allowed_elements, "allowed_elements")
+        allowed = element_ids(self, allowed_elements, "allowed_elements")
         element_allowed[config.mask_token_id + 1:] = allowed is None
         if allowed is not None:
             element_allowed[allowed] = True
         element_allowed[config.stop_token_id] = True
-        required = arguments.element_ids(self, required_elements, "required_elements")
+        required = element_ids(self, required_elements, "required_elements")
         if required is not None and (not element_allowed[required].all() or len(required) > max_sites):
             raise ValueError(f"required_elements {list(required_elements)} must be among the allowed elements and "
                              f"number at most max_sites={max_sites}")
-        slot_groups = arguments.space_group_ids(self, space_group, num_samples)
+        slot_groups = space_group_ids(self, space_group, num_samples)
         prompted = (None if prompt is None
-                    else arguments.prompted_sites(self, prompt, num_samples, max_sites, tokenizer))
+                    else prompted_sites(self, prompt, num_samples, max_sites, tokenizer))
         if prompted is not None:
             if slot_groups is not None and not torch.equal(slot_groups, prompted.space_group):
                 raise ValueError("space_group disagrees with the prompt's space group; give the group once")
@@ -312,28 +326,28 @@ class WyckoffGenerationMixin:
             if prompt is not None or allowed is not None or required is not None:
                 raise ValueError("composition fixes the elements and the sites: it is not combined with prompt, "
                                  "allowed_elements or required_elements")
-            moves = arguments.composition_moves(self, composition, max_atoms, max_sites)
-        prior = arguments.group_prior(self, slot_groups, moves)
-        conditions = arguments.conditions(self, condition, num_samples)
+            moves = composition_moves(self, composition, max_atoms, max_sites)
+        prior = group_prior(self, slot_groups, moves)
+        conditions = condition_values(self, condition, num_samples)
         guidance_scale = float(guidance_scale)
         if not guidance_scale >= 0 or (guidance_scale != 1 and conditions is None):
             raise ValueError(f"guidance_scale must be ≥ 0 and is used with a condition only, got {guidance_scale}"
                              f"{'' if conditions is not None else ' without a condition'}")
         guidance = None if conditions is None else Guidance(conditions, guidance_scale)
-        elements = arguments.element_range(self, num_elements_range, composition is not None, element_allowed,
+        elements = element_range(self, num_elements_range, composition is not None, element_allowed,
                                            required, max_sites)
-        atoms = arguments.atom_range(self, num_atoms_range)
+        atoms = atom_range(self, num_atoms_range)
         # exact: allowed elements, fewer sites and the element range are checked on complete samples drawn
         # without them (rejection); masked: they narrow every step (renormalised), only the rest is checked
-        accepts, checked = arguments.acceptance_test(
+        accepts, checked = acceptance_test(
             self, required, element_allowed.clone() if exact and allowed is not None else None,
             max_sites if exact and max_sites < config.max_sites else None, elements if exact else None, atoms)
         element_counts = (None if exact or elements is None
-                          else arguments.element_count_limits(self, *elements, element_allowed))
+                          else element_count_limits(self, *elements, element_allowed))
         if exact:
             element_allowed[config.mask_token_id + 1:] = True
             max_sites = config.max_sites
-        stop_bias = arguments.stop_bias(self, getattr(settings, "stop_logit_bias", None) if stop_logit_bias is None
+        stop_bias = stop_shifts(self, getattr(settings, "stop_logit_bias", None) if stop_logit_bias is None
                                         else stop_logit_bias, max_sites)
 
         def sample(slots: torch.Tensor, keys: torch.Tensor) -> dict[str, torch.Tensor]:
