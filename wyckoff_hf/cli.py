@@ -99,12 +99,20 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
 def _add_csp(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "csp", help="crystal structure prediction: likeliest crystals of a composition",
-        description="Sample crystals that hold exactly Z formula units of COMPOSITION (Z ≥ 1) and write the distinct "
-                    "ones, likeliest first, into OUTPUT_DIR/samples.jsonl (their log-probabilities in manifest.json) "
-                    "and, with --structures, their 3D structures.")
+        description="Find the likeliest crystals that hold exactly Z formula units of COMPOSITION (Z ≥ 1) under the "
+                    "model, by best-first search over its cascade (or, with --sample, by sampling), and write them, "
+                    "likeliest first, into OUTPUT_DIR/samples.jsonl (their log-probabilities in manifest.json) and, "
+                    "with --structures, their 3D structures.")
     parser.add_argument("composition", help="chemical formula of the formula unit, e.g. SrTiO3")
-    parser.add_argument("-n", "--num-samples", type=positive_int, default=100,
-                        help="number of crystals to sample; the distinct ones are written (default: %(default)s)")
+    parser.add_argument("-n", "--num-samples", type=positive_int, default=None,
+                        help="crystals to find (default: 10); with --sample, crystals to sample, the distinct ones "
+                             "are written (default: 100)")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample (at the checkpoint's temperature) instead of searching: diverse crystals, not "
+                             "the likeliest ones")
+    parser.add_argument("--time-limit", type=positive_float, default=None,
+                        help="seconds the search may take before it returns what it found, flagged as cut "
+                             "(default: no limit)")
     parser.add_argument("--space-group", type=space_group_number, default=None, metavar="N",
                         help="space group number 1-230 (default: the training prior, restricted to the groups that "
                              "can hold the composition)")
@@ -214,17 +222,35 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 def _run_csp(args: argparse.Namespace) -> int:
     from .generation.csp import formula_unit, predict_structures
+    from .generation.search import search_structures
 
     formula = formula_unit(args.composition)  # a bad formula fails before the model loads
+    if not args.sample and (args.temperature is not None or args.field_temperatures):
+        raise ValueError("--temperature and --field-temperature apply to --sample; the search ranks by the model's "
+                         "probabilities at temperature 1")
     model, tokenizer, settings, generation = _start_job(args)
-    predictions = predict_structures(formula, model, tokenizer, n=args.num_samples, space_group=args.space_group,
-                                     max_atoms=args.max_atoms, temperature=args.temperature,
-                                     field_temperatures=args.field_temperatures, seed=args.seed)
-    csp = {"composition": formula, "num_samples": args.num_samples, "max_atoms": args.max_atoms,
-           "log_probabilities": [p.log_probability for p in predictions], "counts": [p.count for p in predictions]}
-    preview = [f"{len(predictions)} distinct crystals of {args.composition} in {args.num_samples} samples, likeliest "
-               "first (log-probability, samples):"]
-    preview += [f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in predictions[:10]]
+    csp = {"composition": formula, "method": "sample" if args.sample else "search", "max_atoms": args.max_atoms}
+    if args.sample:
+        count = args.num_samples or 100
+        predictions = predict_structures(formula, model, tokenizer, n=count, space_group=args.space_group,
+                                         max_atoms=args.max_atoms, temperature=args.temperature,
+                                         field_temperatures=args.field_temperatures, seed=args.seed)
+        preview = [f"{len(predictions)} distinct crystals of {args.composition} in {count} samples, likeliest "
+                   "first (log-probability, samples):"]
+    else:
+        count = args.num_samples or 10
+        predictions = search_structures(formula, model, tokenizer, k=count, space_group=args.space_group,
+                                        max_atoms=args.max_atoms, time_limit=args.time_limit)
+        generation["temperature"] = model.sampling_temperatures(1.0)
+        csp.update(complete=predictions.complete, expansions=predictions.expansions, seconds=predictions.seconds)
+        ending = ("complete: exactly the likeliest sequences" if predictions.complete
+                  else "cut by the time or node budget: the likeliest found")
+        preview = [f"{len(predictions)} likeliest crystals of {args.composition} by search ({ending}; "
+                   f"{predictions.seconds:.1f} s), likeliest first (log-probability, labellings found):"]
+    csp.update(num_samples=count, log_probabilities=[p.log_probability for p in predictions],
+               counts=[p.count for p in predictions])
+    shown = predictions[:10] if args.sample else predictions  # the search prints all K it was asked for
+    preview += [f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in shown]
     return _finish_job(args, [p.representation for p in predictions], settings, {"generation": generation, "csp": csp},
                        preview)
 
