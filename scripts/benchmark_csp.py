@@ -31,7 +31,7 @@ import torch
 
 from wyckoff_hf.evaluation import canonical
 from wyckoff_hf.generation import load_generator, predict_structures
-from wyckoff_hf.generation.search import search_structures
+from wyckoff_hf.generation.search import DEFAULT_BUDGET, search_structures
 
 TOP_K = (1, 5, 10)
 
@@ -80,6 +80,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10, help="crystals the search finds per composition")
     parser.add_argument("--samples", type=int, default=100, help="crystals sampled per composition")
     parser.add_argument("--time-limit", type=float, default=None, help="seconds per search (default: none)")
+    parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
+                        help="node expansions per search, a limit that does not depend on the machine's load "
+                             "(default: %(default)s)")
     parser.add_argument("--model", default=None, help="saved model folder (default: the shipped checkpoint)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -99,15 +102,18 @@ def main() -> None:
         outcome = {"formula": formula}
         for method, group in runs:
             space_group = groups[formula] if group == "given" else None
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             if method == "search":
                 predictions = search_structures(formula, model, tokenizer, k=args.k, space_group=space_group,
-                                                time_limit=args.time_limit)
+                                                budget=args.budget, time_limit=args.time_limit)
                 cut[method, group] += not predictions.complete
+                outcome[f"{method}/{group}/complete"] = predictions.complete
             else:
                 predictions = predict_structures(formula, model, tokenizer, n=args.samples, seed=args.seed,
                                                  space_group=space_group)
             seconds[method, group] += time.perf_counter() - start
+            outcome[f"{method}/{group}/seconds"] = round(time.perf_counter() - start, 2)
+            outcome[f"{method}/{group}/cpu_seconds"] = round(time.process_time() - cpu, 2)
             ranks = [rank for rank, p in enumerate(predictions) if p.representation in truth]
             for k in TOP_K:
                 found[method, group][k] += bool(ranks) and ranks[0] < k
@@ -117,8 +123,8 @@ def main() -> None:
             with open(args.log, "a") as log:
                 log.write(json.dumps(outcome) + "\n")
     print(f"model: {args.model or 'shipped'}; {done} formulas of {args.csv or args.dataset + ' ' + args.split}; "
-          f"search k={args.k} (time limit {args.time_limit} s), sampling {args.samples} samples at the checkpoint's "
-          f"temperature; torch {torch.__version__}, {args.threads} threads")
+          f"search k={args.k} (limits {args.time_limit} s, {args.budget} expansions), sampling {args.samples} "
+          f"samples at the checkpoint's temperature; torch {torch.__version__}, {args.threads} threads")
     print("| space group | method | formulas | " + " | ".join(f"top-{k}" for k in TOP_K)
           + " | s/formula | searches cut by the budget |")
     print("|---|---|---|" + "---|" * (len(TOP_K) + 2))
