@@ -106,12 +106,14 @@ class SequenceSearch:
         if sum(counts.values()) > max_atoms:
             raise ValueError(f"composition {name} has {sum(counts.values())} atoms per formula unit, more than "
                              f"max_atoms={max_atoms}")
-        key = (id(model.tables), tuple(elements), tuple(counts[e] for e in elements), max_atoms, config.max_sites)
+        positions = model.tables.wyckoff_positions.cpu()
+        key = (positions.numpy().tobytes(), tuple(elements), tuple(counts[e] for e in elements), max_atoms,
+               config.max_sites)
         if key not in _MOVES:  # its memoised reachability is most of the search's own work: keep it for reuse
             while len(_MOVES) >= MOVES_CACHE_SIZE:
                 _MOVES.pop(next(iter(_MOVES)))
-            _MOVES[key] = CompositionMoves(model.tables.wyckoff_positions.tolist(), elements, list(key[2]),
-                                           max_atoms, config.max_sites, name)
+            _MOVES[key] = CompositionMoves(positions.tolist(), elements, list(key[2]), max_atoms, config.max_sites,
+                                           name)
         self.moves = _MOVES[key]
         self.with_prior = space_group is None
         self.roots = self._roots(space_group)
