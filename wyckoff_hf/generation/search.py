@@ -220,13 +220,12 @@ class SequenceSearch:
             allowed[site_rows[numbering], : available.shape[2]] = available[numbering, chosen[numbering]]
         choices = allowed.sum(-1)
         log_probs = torch.zeros(allowed.shape, device=device).masked_fill(~allowed, -math.inf)  # one choice: log 1
-        open_rows = (choices > 1).nonzero().squeeze(1)
-        if len(open_rows):
-            inputs = {key: value[open_rows] for key, value in ids.items()}
-            key_mask = torch.arange(width, device=device)[None, :] <= position[open_rows, None]
+        for length in (position[choices > 1] + 1).unique().tolist():
+            # one pass per prefix length: no padding, every token visible (as forward's key mask has it)
+            open_rows = ((choices > 1) & (position == length - 1)).nonzero().squeeze(1)
+            inputs = {key: value[open_rows, :length] for key, value in ids.items()}
             with torch.no_grad():
-                hidden = model.model(**inputs, attention_mask=key_mask.long()).last_hidden_state[
-                    torch.arange(len(open_rows), device=device), position[open_rows]]
+                hidden = model.model(**inputs).last_hidden_state[:, length - 1]
                 for field, head in enumerate(FIELD_NAMES):
                     subset = (stage[open_rows] == field).nonzero().squeeze(1)
                     if len(subset):
