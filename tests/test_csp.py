@@ -187,7 +187,7 @@ def test_csp_command_writes_the_generate_layout_with_log_probabilities(tmp_path,
     model.save_pretrained(checkpoint)
     tokenizer.save_pretrained(checkpoint)
     out = tmp_path / "out"
-    assert main(["csp", "NaCl", "-n", "40", "--space-group", "225", "--model", str(checkpoint),
+    assert main(["csp", "NaCl", "-n", "40", "--sample", "--space-group", "225", "--model", str(checkpoint),
                  "--output-dir", str(out)]) == 0
     lines = (out / "samples.jsonl").read_text().splitlines()
     manifest = json.loads((out / "manifest.json").read_text())
@@ -197,8 +197,8 @@ def test_csp_command_writes_the_generate_layout_with_log_probabilities(tmp_path,
     assert all(c.space_group == 225 and formula_units(c, {"Na": 1, "Cl": 1}) for c in crystals)
     assert "distinct crystals of NaCl in 40 samples" in capsys.readouterr().out
     # nearly greedy structural fields (--field-temperature) reach csp's sampler: fewer distinct crystals
-    assert main(["csp", "NaCl", "-n", "40", "--space-group", "225", "--model", str(checkpoint), "--output-dir",
-                 str(tmp_path / "cold"), "--field-temperature", "site_symmetry=0.01",
+    assert main(["csp", "NaCl", "-n", "40", "--sample", "--space-group", "225", "--model", str(checkpoint),
+                 "--output-dir", str(tmp_path / "cold"), "--field-temperature", "site_symmetry=0.01",
                  "--field-temperature", "enumeration=0.01"]) == 0
     cold = json.loads((tmp_path / "cold" / "manifest.json").read_text())
     assert cold["generation"]["temperature"] == {"element": 1.0, "site_symmetry": 0.01, "enumeration": 0.01}

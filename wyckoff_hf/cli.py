@@ -120,13 +120,21 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
 def _add_csp(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "csp", help="crystal structure prediction: likeliest crystals of a composition",
-        description="Sample crystals that hold exactly Z formula units of COMPOSITION (Z ≥ 1) and write the distinct "
-                    "ones, likeliest first, into OUTPUT_DIR/samples.jsonl (their log-probabilities in manifest.json) "
-                    "and, with --structures, their 3D structures.")
+        description="Find the likeliest crystals that hold exactly Z formula units of COMPOSITION (Z ≥ 1) under the "
+                    "model, by best-first search over its cascade (or, with --sample, by sampling), and write them, "
+                    "likeliest first, into OUTPUT_DIR/samples.jsonl (their log-probabilities in manifest.json) and, "
+                    "with --structures, their 3D structures.")
     parser.add_argument("composition", help="chemical formula of the formula unit, e.g. SrTiO3")
-    parser.add_argument("-n", "--num-samples", type=num_samples, default=100,
-                        help="number of crystals to sample; the distinct ones are written, at most the "
-                             f"{CSP_MAX_DISTINCT} likeliest; Ctrl-C keeps those found (default: %(default)s)")
+    parser.add_argument("-n", "--num-samples", type=num_samples, default=None,
+                        help=f"crystals to find (default: 10, at most {CSP_MAX_DISTINCT}); with --sample, crystals to "
+                             f"sample, the distinct ones written, at most the {CSP_MAX_DISTINCT} likeliest; Ctrl-C "
+                             "keeps those found (default: 100)")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample (at the checkpoint's temperature) instead of searching: diverse crystals, not "
+                             "the likeliest ones")
+    parser.add_argument("--time-limit", type=positive_float, default=None,
+                        help="seconds the search may take before it returns what it found, flagged as cut "
+                             "(default: no limit)")
     parser.add_argument("--space-group", type=space_group_number, default=None, metavar="N",
                         help="space group number 1-230 (default: the training prior, restricted to the groups that "
                              "can hold the composition)")
@@ -292,37 +300,58 @@ def _run_csp(args: argparse.Namespace) -> int:
     from .generation.csp import DistinctCrystals, formula_unit, predict_structures
     from .generation.jobs import effective_generation_settings
     from .generation.output import prepare_output_dir, write_samples
+    from .generation.search import search_structures
     from .generation.support import check_composition_support
 
     formula = formula_unit(args.composition)  # a bad formula fails before the model loads
+    if not args.sample and (args.temperature is not None or args.field_temperatures):
+        raise ValueError("--temperature and --field-temperature apply to --sample; the search ranks by the model's "
+                         "probabilities at temperature 1")
+    if not args.sample and (args.num_samples or 0) > CSP_MAX_DISTINCT:
+        raise ValueError(f"-n {args.num_samples}: the search finds at most the {CSP_MAX_DISTINCT} likeliest crystals; "
+                         "ask for fewer, or pass --sample")
     model, tokenizer, settings, generation = _start_job(args)
     _warn(args, check_composition_support(model, args.composition))
-    found = DistinctCrystals(CSP_MAX_DISTINCT)
+    csp = {"composition": formula, "method": "sample" if args.sample else "search",
+           "max_atoms": effective_generation_settings(model, max_atoms=args.max_atoms)["max_atoms"]}
     stopped = None
-    try:
-        predict_structures(formula, model, tokenizer, n=args.num_samples, space_group=args.space_group,
-                           max_atoms=args.max_atoms, temperature=args.temperature,
-                           field_temperatures=args.field_temperatures, seed=args.seed, batch_size=CSP_CHUNK,
-                           found=found, progress=True)
-    except KeyboardInterrupt:
-        if not found.drawn:
-            raise
-        stopped = "interrupted"
-    predictions = found.predictions()
-    csp = {"composition": formula, "num_samples": found.drawn,
-           "max_atoms": effective_generation_settings(model, max_atoms=args.max_atoms)["max_atoms"],
-           "max_distinct": found.capacity,
-           "log_probabilities": [p.log_probability for p in predictions], "counts": [p.count for p in predictions]}
+    if args.sample:
+        count = args.num_samples or 100
+        found = DistinctCrystals(CSP_MAX_DISTINCT)
+        try:
+            predict_structures(formula, model, tokenizer, n=count, space_group=args.space_group,
+                               max_atoms=args.max_atoms, temperature=args.temperature,
+                               field_temperatures=args.field_temperatures, seed=args.seed, batch_size=CSP_CHUNK,
+                               found=found, progress=True)
+        except KeyboardInterrupt:
+            if not found.drawn:
+                raise
+            stopped = "interrupted"
+        predictions = found.predictions()
+        csp.update(num_samples=found.drawn, max_distinct=found.capacity)
+        kept = f" (the {found.capacity} likeliest kept)" if found.dropped else ""
+        preview = [f"{len(predictions)} distinct crystals{kept} of {args.composition} in {found.drawn} samples, "
+                   "likeliest first (log-probability, samples):"]
+    else:
+        count = args.num_samples or 10
+        predictions = search_structures(formula, model, tokenizer, k=count, space_group=args.space_group,
+                                        max_atoms=args.max_atoms, time_limit=args.time_limit)
+        generation["temperature"] = model.sampling_temperatures(1.0)
+        csp.update(num_samples=count, complete=predictions.complete, expansions=predictions.expansions,
+                   seconds=predictions.seconds)
+        ending = ("complete: exactly the likeliest sequences" if predictions.complete
+                  else "cut by the time or node budget: the likeliest found")
+        preview = [f"{len(predictions)} likeliest crystals of {args.composition} by search ({ending}; "
+                   f"{predictions.seconds:.1f} s), likeliest first (log-probability, labellings found):"]
+    csp.update(log_probabilities=[p.log_probability for p in predictions], counts=[p.count for p in predictions])
     out = write_samples(prepare_output_dir(args.output_dir, args.overwrite), [p.representation for p in predictions],
                         {"generation": generation, "csp": csp, **({"stopped": stopped} if stopped else {}),
                          **_realisation_record(args, settings)})
     if stopped:
-        return _interrupted(out, found.drawn, args.num_samples)
+        return _interrupted(out, found.drawn, count)
     print(f"wrote {len(predictions)} Wyckoff representations to {out / 'samples.jsonl'}")
-    kept = f" (the {found.capacity} likeliest kept)" if found.dropped else ""
-    print(f"{len(predictions)} distinct crystals{kept} of {args.composition} in {found.drawn} samples, likeliest "
-          "first (log-probability, samples):")
-    print("\n".join(f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in predictions[:10]))
+    shown = predictions[:10] if args.sample else predictions  # the search prints all K it was asked for
+    print("\n".join(preview + [f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in shown]))
     return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
 
 

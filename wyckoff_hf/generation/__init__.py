@@ -9,6 +9,8 @@ _EXPORTS = {
     "StructurePrediction": ".csp",
     "formula_unit": ".csp",
     "predict_structures": ".csp",
+    "SearchResults": ".search",
+    "search_structures": ".search",
     "DEFAULT_MODEL": ".jobs",
     "PRETRAINED": ".jobs",
     "load_generator": ".jobs",

@@ -34,7 +34,8 @@ MAX_SCORED_LABELLINGS = 16
 @dataclass(frozen=True)
 class StructurePrediction:
     """One predicted crystal: its canonical representation, the model's log-probability of the crystal (all its
-    labellings, see the module docstring) and how many of the samples were this crystal."""
+    labellings, see the module docstring) and how many of the samples were this crystal (for
+    ``search.search_structures``: how many of its labellings the search reached)."""
 
     representation: WyckoffRepresentation
     log_probability: float
