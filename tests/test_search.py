@@ -17,7 +17,6 @@ from test_csp import NACL, brute_force, formula_units
 from test_generation_exactness import TINY
 
 from wyckoff_hf.cli import main
-from wyckoff_hf.evaluation.novelty import canonical
 from wyckoff_hf.generation.csp import predict_structures
 from wyckoff_hf.generation.search import SequenceSearch, search_structures
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
@@ -72,7 +71,7 @@ def test_search_structures_merges_labellings_and_ranks_crystals(model, tokenizer
     scores = [p.log_probability for p in results]
     assert results.complete and len(results) == 3 and NACL in crystals
     assert scores == sorted(scores, reverse=True) and len(set(crystals)) == 3
-    assert all(c == canonical(c) and formula_units(c, {"Na": 1, "Cl": 1}) for c in crystals)
+    assert all(c == c.canonical() and formula_units(c, {"Na": 1, "Cl": 1}) for c in crystals)
     assert sum(p.count for p in results) == results.sequences
     sampled = predict_structures("NaCl", model, tokenizer, n=200, space_group=225, max_atoms=16)
     by_sampling = {p.representation: p.log_probability for p in sampled}
