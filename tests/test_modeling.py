@@ -435,9 +435,9 @@ def test_a_model_of_any_site_order_samples_every_order_within_the_other_masks(co
     crystals = model.generate(300, seed=0, num_elements_range=(2, 3), tokenizer=tokenizer)  # valid, decoded
     assert sum(not in_canonical_order(c) for c in crystals) > 100
     assert {len(c.elements) for c in crystals} == {2, 3}
-    # every allowed element not placed yet may still come: a sample that starts with O must take Fe and P too
+    # the element masks let every allowed element not placed yet come: a sample that starts with O takes Fe and P too
     exact = model.generate(100, seed=0, allowed_elements=["Fe", "P", "O"], num_elements_range=(3, 3),
-                           tokenizer=tokenizer)
+                           constraint_sampling="masked", tokenizer=tokenizer)
     assert all(set(c.elements) == {"Fe", "P", "O"} for c in exact)
     assert len({c.elements for c in exact}) > 2
     # a site-by-site composition search walks the canonical order, which a model of any order also gives
@@ -465,10 +465,17 @@ def test_impossible_element_ranges_are_reported(model, kwargs, message):
         model.generate(3, **kwargs)
 
 
-def test_a_prompt_that_contradicts_the_element_range_is_reported(model, tokenizer):
-    prompt = WyckoffRepresentation.from_sites(221, [("Ba", "a"), ("Ti", "b"), ("O", "c")])
-    with pytest.raises(ValueError, match="contradict each other"):
-        model.generate(2, prompt=prompt, tokenizer=tokenizer, num_elements_range=(1, 2))
+@pytest.mark.parametrize("mode", ["exact", "masked"])
+@pytest.mark.parametrize("limit, reason", [
+    ({"num_elements_range": (1, 2)}, "more than num_elements_range's 2 elements"),
+    ({"allowed_elements": ["Ba", "O"]}, "an element outside allowed_elements"),
+    ({"num_atoms_range": (2, 4)}, "more than num_atoms_range's 4 atoms per primitive cell"),
+])
+def test_a_prompt_that_contradicts_a_limit_is_reported(model, tokenizer, mode, limit, reason, monkeypatch):
+    monkeypatch.setattr(model.generation_config, "lattice_points", tokenizer.lattice_points(), raising=False)
+    prompt = WyckoffRepresentation.from_sites(221, [("Ba", "a"), ("Ti", "b"), ("O", "c")])  # 3 elements, 5 atoms
+    with pytest.raises(ValueError, match=f"^prompt 0 has {reason}: .* contradict each other"):  # before sampling
+        model.generate(2, prompt=prompt, tokenizer=tokenizer, constraint_sampling=mode, **limit)
 
 
 def test_space_group_choice(model, tokenizer):

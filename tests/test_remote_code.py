@@ -159,7 +159,9 @@ def test_remote_code_matches_the_installed_package(name, remote, fresh_checkpoin
         assert torch.allclose(result["loss"], model(**inputs).loss, atol=1e-6)
         local = model.generate(12, seed=5, space_group=[225, 62, 1] * 4)
     for key, value in local.items():  # ids exactly; scores to float tolerance (thread counts may differ)
-        if value.is_floating_point():
+        if not torch.is_tensor(value):  # acceptance rate of the shipped model's default constraints
+            assert result["generated"][key] == value, key
+        elif value.is_floating_point():
             torch.testing.assert_close(result["generated"][key], value, rtol=0, atol=1e-5)
         else:
             assert torch.equal(result["generated"][key], value), key

@@ -231,7 +231,7 @@ def test_bad_columns_fail_with_one_line_before_training(options, message, prepar
 
 @pytest.mark.parametrize(("bad", "message"), [
     ({"label_smoothing": 1.5}, "label_smoothing must be a number in [0, 1), got 1.5"),
-    ({"element_descriptors": "yes"}, "element_descriptors must be true or false, got 'yes'"),
+    ({"element_descriptors": "yes"}, "Field 'element_descriptors' expected bool, got str (value: 'yes')"),
     ({"num_attention_heads": 7}, "is not a multiple of num_attention_heads 7"),
     ({"site_order": "random"}, "site_order must be one of ('canonical', 'any'), got 'random'"),
 ])

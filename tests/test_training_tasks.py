@@ -10,6 +10,7 @@ from conftest import TINY_MODEL
 from datasets import Dataset
 
 from wyckoff_hf import WyckoffRepresentation
+from wyckoff_hf.data.columns import representation_columns
 from wyckoff_hf.training.arguments import ModelArguments, TaskArguments
 from wyckoff_hf.training.losses import Totals, global_batch_loss
 from wyckoff_hf.training.tasks import FIELD_LOSSES, GenerationTask, PropertyTask, column_values, make_task
@@ -30,8 +31,8 @@ def single_process(num_processes: int = 1, reduced: torch.Tensor | None = None) 
 @pytest.fixture
 def rows(tokenizer) -> list[dict]:
     values = [(1.2, -2.1), (5.2, -1.8), (0.0, -0.9)]
-    return [{**tokenizer.encode(crystal), "band_gap": gap, "formation_energy_per_atom": energy,
-             "space_group": crystal.space_group, "site_elements": [site.element for site in crystal.sites]}
+    return [{**tokenizer.encode(crystal), **representation_columns(crystal), "band_gap": gap,
+             "formation_energy_per_atom": energy}
             for crystal, (gap, energy) in zip(CRYSTALS, values, strict=True)]
 
 
@@ -54,6 +55,7 @@ def test_generation_loss_terms_are_the_cascades_field_losses_over_their_predicti
     model = task.build_model(tokenizer, Dataset.from_list(rows), TINY).eval()
     assert sum(model.generation_config.space_group_counts) == 3
     assert model.generation_config.num_elements_range == [2, 4]  # NaCl and CsCl, then LiFePO4
+    assert model.generation_config.num_atoms_range == [2, 28]  # primitive cells: NaCl (F centring) to LiFePO4
     batch = task.collate(rows)
     with torch.no_grad():
         output = model(**batch)

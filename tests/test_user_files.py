@@ -110,7 +110,7 @@ def test_csp_ctrl_c_keeps_the_crystals_found(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(csp, "crystal_log_probabilities", score_then_interrupt)
     out = tmp_path / "d"
-    assert main(["csp", "NaCl", "-n", "1000", "--output-dir", str(out)]) == INTERRUPTED
+    assert main(["csp", "NaCl", "--sample", "-n", "1000", "--output-dir", str(out)]) == INTERRUPTED
     manifest = json.loads((out / "manifest.json").read_text())
     # the chunk being scored at Ctrl-C is not counted: the first chunk's 8 samples are what the record holds
     assert manifest["stopped"] == "interrupted" and manifest["csp"]["num_samples"] == 8

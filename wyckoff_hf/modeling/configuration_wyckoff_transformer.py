@@ -203,8 +203,6 @@ class WyckoffTransformerConfig(PreTrainedConfig):
                                   or any(len(row) != self.element_descriptor_size for row in table)):
             raise ValueError(f"element_descriptor_table must have element_vocab_size={self.element_vocab_size} rows "
                              f"of element_descriptor_size={self.element_descriptor_size} values")
-        if not isinstance(self.element_descriptors, bool):
-            raise ValueError(f"element_descriptors must be true or false, got {self.element_descriptors!r}")
         if not isinstance(self.label_smoothing, int | float) or not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing must be a number in [0, 1), got {self.label_smoothing!r}")
         if self.site_order not in SITE_ORDERS:

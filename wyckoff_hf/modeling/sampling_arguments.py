@@ -73,6 +73,29 @@ def prompted_sites(model: Any, prompt: Any, num_samples: int, max_sites: int, to
         group, ids["element_ids"], site_symmetry, enumeration, prefix.sum(1))))
 
 
+def check_prompt_within_limits(model: Any, prompted: PromptedSites, element_allowed: torch.Tensor,
+                               elements: tuple[int, int] | None, atoms: tuple[int, int, torch.Tensor] | None) -> None:
+    """Refuse prompts that already break a limit checked on complete samples (allowed elements, the most distinct
+    elements, the most atoms per primitive cell): sampling only adds sites, so rejection would never accept one."""
+    config = model.config
+    placed = torch.arange(prompted.element_ids.shape[1], device=model.device) < prompted.length[:, None]
+    ids = prompted.element_ids.where(placed, config.stop_token_id)
+    problems = [(~element_allowed[ids]).any(1), torch.zeros_like(placed[:, 0]), torch.zeros_like(placed[:, 0])]
+    if elements is not None:
+        present = torch.zeros(len(ids), config.element_vocab_size, dtype=torch.long, device=ids.device)
+        problems[1] = present.scatter_add(1, ids, placed.long()).gt(0).sum(1) > elements[1]
+    if atoms is not None:
+        group = prompted.space_group[:, None].expand_as(ids)
+        multiplicity = model.tables.multiplicity[group, prompted.site_symmetry_ids, prompted.enumeration_ids]
+        problems[2] = (multiplicity * placed).sum(1) // atoms[2][prompted.space_group] > atoms[1]
+    reasons = ("an element outside allowed_elements", f"more than num_elements_range's {elements and elements[1]} "
+               "elements", f"more than num_atoms_range's {atoms and atoms[1]} atoms per primitive cell")
+    for problem, reason in zip(problems, reasons, strict=True):
+        if problem.any():
+            raise ValueError(f"prompt {int(problem.nonzero()[0])} has {reason}: the prompt and the limits asked for "
+                             "contradict each other")
+
+
 def composition_moves(model: Any, composition: Mapping[str | int, int], max_atoms: int | None,
                        max_sites: int) -> CompositionMoves:
     """The reachability search of ``composition`` (elements in canonical order) within ``max_atoms`` atoms."""

@@ -40,6 +40,7 @@ from .configuration_wyckoff_transformer import CASCADE_HIDDEN, FIELD_INPUTS, SAM
 from .sampling_arguments import (
     acceptance_test,
     atom_range,
+    check_prompt_within_limits,
     composition_moves,
     condition_values,
     element_count_limits,
@@ -342,6 +343,8 @@ class WyckoffGenerationMixin:
         accepts, checked = acceptance_test(
             self, required, element_allowed.clone() if exact and allowed is not None else None,
             max_sites if exact and max_sites < config.max_sites else None, elements if exact else None, atoms)
+        if prompted is not None:
+            check_prompt_within_limits(self, prompted, element_allowed, elements, atoms)
         element_counts = (None if exact or elements is None
                           else element_count_limits(self, *elements, element_allowed))
         if exact:
@@ -458,8 +461,10 @@ class WyckoffGenerationMixin:
             copies = min(wanted, (budget - drawn) // len(open_slots))
             if copies < 1:
                 raise ValueError(
-                    f"{', '.join(checked)}: only {accepted} of {drawn} draws meet them (acceptance rate "
-                    f"{accepted / drawn:.4f} < generation_config.min_acceptance_rate={min_acceptance_rate}): too "
+                    f"{', '.join(checked)}: only {accepted} of {drawn} draws meet them, and {len(open_slots)} of "
+                    f"{num_samples} samples are still open after the budget of num_samples / "
+                    f"generation_config.min_acceptance_rate={min_acceptance_rate} draws (acceptance rate "
+                    f"{accepted / drawn:.4f} overall; rarer for the samples left, e.g. their space groups): too "
                     f"rare to sample their conditional by rejection; lower min_acceptance_rate, or pass "
                     f"constraint_sampling='importance' (masked proposals reweighted) or 'masked' (not the "
                     f"conditional)")
