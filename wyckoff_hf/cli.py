@@ -113,6 +113,13 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--predict", action="append", default=None, metavar="MODEL",
                         help="property model folder or Hub id (repeatable): its predictions for every sample go into "
                              "OUTPUT_DIR/predictions.csv")
+    parser.add_argument("--stability-filter", default=None, metavar="MODEL",
+                        help="keep only samples this surrogate calls stable: a property model of e_above_hull, or of "
+                             "formation_energy_per_atom placed on the proxy hull (the shipped "
+                             "mp20-biternary-formation-energy); draws up to 20 × -n samples")
+    parser.add_argument("--stability-threshold", type=float, default=0.08, metavar="EV",
+                        help="with --stability-filter: the most predicted eV/atom above hull kept "
+                             "(default: %(default)s)")
     _add_sampling_arguments(parser)
     parser.set_defaults(run=_run_generate)
 
@@ -249,9 +256,19 @@ def _run_generate(args: argparse.Namespace) -> int:
     if condition is not None:
         _warn(args, check_condition_support(model, condition))
     predictors = load_predictors(args.predict or [], args.device)
-    space_group = None if prompt is not None else spread_space_groups(args.space_group, args.num_samples)
+    screen = None
+    if args.stability_filter:
+        from .generation.screening import MAX_DRAWS_PER_SAMPLE, StabilityFilter
+        from .prediction import PropertyPredictor
+        from .rewards import SurrogateStability
+
+        screen = StabilityFilter(SurrogateStability(PropertyPredictor.from_pretrained(args.stability_filter,
+                                                                                      args.device)),
+                                 args.stability_threshold)
+    draws = args.num_samples * (MAX_DRAWS_PER_SAMPLE if screen else 1)
+    space_group = None if prompt is not None else spread_space_groups(args.space_group, draws)
     chunks = sample_chunks(
-        model, tokenizer, args.num_samples, space_group, seed=args.seed, temperature=args.temperature,
+        model, tokenizer, draws, space_group, seed=args.seed, temperature=args.temperature,
         field_temperatures=args.field_temperatures, allowed_elements=args.allowed_elements,
         required_elements=args.required_elements, prompt=prompt, condition=condition,
         guidance_scale=args.guidance_scale, num_elements_range=args.num_elements_range,
@@ -263,6 +280,9 @@ def _run_generate(args: argparse.Namespace) -> int:
                           "num_elements_range"], constraint_sampling=args.constraint_sampling,
                       num_atoms_range=getattr(model.generation_config, "num_atoms_range", None),
                       predict=args.predict)
+    if screen:
+        chunks = screen.keep(chunks, args.num_samples)
+        generation["stability_filter"] = screen.record()
     try:
         first = next(chunks)  # an impossible request fails here, before the output folder is touched
     except ValueError as err:
@@ -275,6 +295,8 @@ def _run_generate(args: argparse.Namespace) -> int:
             if predictors:
                 write_sample_predictions(out, representations, predictors, writer.count - len(representations))
             total -= sum(scores)
+            if screen:
+                generation["stability_filter"] = screen.record()
     except KeyboardInterrupt:
         stopped = "interrupted"
     except ValueError as err:
@@ -287,6 +309,12 @@ def _run_generate(args: argparse.Namespace) -> int:
             record_models(out, predictors)  # the manifest says whose columns predictions.csv holds
     if stopped:
         return _interrupted(out, writer.count, args.num_samples)
+    if screen and not writer.count:
+        raise ValueError(f"--stability-filter kept none of {screen.drawn} samples: no sample was predicted within "
+                         f"{screen.threshold} eV/atom of the hull; raise --stability-threshold")
+    if screen:
+        print(f"--stability-filter kept {screen.kept} of {screen.drawn} samples (predicted ≤ {screen.threshold} "
+              f"eV/atom above hull){'' if screen.kept == args.num_samples else f', not the {args.num_samples} asked'}")
     print(f"wrote {writer.count} Wyckoff representations to {out / 'samples.jsonl'}")
     print("\n".join(preview))
     # per sample, the log-probability under the distribution it was drawn from (-log p: the authors' novelty score)

@@ -17,6 +17,7 @@ from .rendering import render_card, template_path
 
 TEMPLATE = "model_card.md"
 PROPERTY_TEMPLATE = "property_card.md"
+REWARD_TEMPLATE = "reward_card.md"
 # config entries the card does not list: the element vocabulary and bookkeeping
 CONFIG_NOT_SHOWN = ("element_vocabulary", "auto_map", "transformers_version", "architectures", "dtype")
 
@@ -139,6 +140,24 @@ def _property_values(summary: dict[str, Any], metrics: dict[str, Any] | None) ->
             "baseline_description": baseline, "validation_table": rows, "test_section": _test_section(metrics)}
 
 
+def _reward_values(summary: dict[str, Any], model_id: str) -> dict[str, Any]:
+    """The values of a reward fine-tuning's card (``wyckoff_hf.training.reward``'s summary)."""
+    card_data = ModelCardData(
+        library_name="transformers", license="mit", pipeline_tag="other", base_model=summary["init_from"],
+        tags=["wyckoff-transformer", "crystal-generation", "materials-science", "reinforcement-learning", "grpo"])
+    first, last = summary["first_steps"], summary["last_steps"]
+    return {
+        "card_metadata": card_data.to_yaml(), "model_name": Path(model_id).name, "model_id": model_id,
+        **{key: summary[key] for key in ("init_from", "reward", "kl_coef", "crystals_per_step", "command", "steps",
+                                         "num_processes")},
+        "weights": ", ".join(f"{name} {weight:g}" for name, weight in summary["weights"].items()),
+        "wall_time": f"{summary['wall_seconds'] / 60:.1f} min",
+        "stopped": " (stopped by --max-train-minutes)" if summary["stopped_by_time_limit"] else "",
+        "trajectory": "\n".join(f"| {name} | {first[name]:.4f} | {last.get(name, float('nan')):.4f} |"
+                                for name in first),
+    }
+
+
 def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = None,
                       model_id: str = "path/to/checkpoint", stability: dict[str, Any] | None = None) -> str:
     """Markdown card from a training summary and optional metrics: ``wyckoff-hf evaluate``'s of a generator (and
@@ -147,6 +166,8 @@ def render_model_card(summary: dict[str, Any], metrics: dict[str, Any] | None = 
     if summary.get("task") == "property":
         values = {**_training_values(summary, model_id), **_property_values(summary, metrics)}
         return render_card(template_path(PROPERTY_TEMPLATE), values)
+    if summary.get("task") == "reward":
+        return render_card(template_path(REWARD_TEMPLATE), _reward_values(summary, model_id))
     card_data = ModelCardData(
         library_name="transformers", license="mit", pipeline_tag="other",
         tags=["wyckoff-transformer", "crystal-generation", "materials-science", "chemistry", "custom_code"],

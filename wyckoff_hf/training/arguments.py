@@ -14,6 +14,7 @@ from typing import Any, Literal
 from datasets import Dataset
 from transformers import HfArgumentParser
 
+from wyckoff_hf.rewards import parse_reward_spec
 from wyckoff_hf.training.calibration import SAMPLES_PER_ROW, STOP_BIAS_ROUNDS
 
 # config fields that --task / --target / --condition and the training split set, which --config must leave alone
@@ -52,9 +53,10 @@ def column_list(text: str | None) -> list[str]:
 
 @dataclass
 class TaskArguments:
-    task: Literal["generation", "property"] = field(default="generation", metadata={
+    task: Literal["generation", "property", "reward"] = field(default="generation", metadata={
         "help": "generation: a crystal generator (conditioned on --condition, if given); property: a predictor of "
-                "--target from the Wyckoff representation (AutoModelForSequenceClassification)"})
+                "--target from the Wyckoff representation (AutoModelForSequenceClassification); reward: fine-tune "
+                "the generator --init-from toward --reward (group-relative policy gradient, KL to the start)"})
     target: str | None = field(default=None, metadata={
         "help": "property task: the dataset column(s) to predict, comma-separated (one regression output each); "
                 "rows without a value are reported and skipped"})
@@ -86,7 +88,32 @@ class ModelArguments:
                 "every crystal's sites in a random order, drawn afresh every epoch (validation stays canonical)"})
     init_from: str | None = field(default=None, metadata={
         "help": "property task: start from the encoder of this saved WyckoffTransformer (e.g. the generator "
-                "trained on the same crystals), with a fresh head; its architecture, so no --config"})
+                "trained on the same crystals), with a fresh head; its architecture, so no --config. reward task: "
+                "the saved generator to fine-tune, also the reference of the KL penalty"})
+
+
+@dataclass
+class RewardArguments:
+    reward: str = field(default="stability=1,uniqueness=0.5,new_template=0.25", metadata={
+        "help": "reward task: weighted terms, comma-separated NAME=WEIGHT: stability (the --surrogate's energy above "
+                "hull, a smooth step at 0.08 eV/atom), chgnet (the same from CHGNet relaxation: seconds a crystal), "
+                "novelty and new_template (vs the --dataset's train + validation crystals), uniqueness (within a "
+                "step: the guard against collapse)"})
+    surrogate: str | None = field(default=None, metadata={
+        "help": "reward task: a property predictor of e_above_hull (scripts/train.py --task property --target "
+                "e_above_hull) for the stability term"})
+    kl_coef: float = field(default=0.05, metadata={"help": "reward task: β, the weight of the KL penalty"})
+    num_groups: int = field(default=8, metadata={"help": "reward task: space groups drawn per step and process"})
+    group_size: int = field(default=32, metadata={
+        "help": "reward task: crystals sampled in each space group; the advantage is the reward standardised "
+                "within its group"})
+    max_steps: int = field(default=200, metadata={"help": "reward task: policy updates"})
+    save_steps: int = field(default=20, metadata={"help": "reward task: save a checkpoint-N folder every N steps"})
+    reward_learning_rate: float = field(default=1e-5, metadata={
+        "help": "reward task: AdamW learning rate (no weight decay: the KL keeps the policy near its start)"})
+    reward_num_workers: int = field(default=1, metadata={"help": "reward task: processes for the chgnet term"})
+    relaxation_cache: str | None = field(default=None, metadata={
+        "help": "reward task: folder keeping every CHGNet relaxation of the chgnet term (resumable)"})
 
 
 @dataclass
@@ -134,7 +161,8 @@ class TrainArguments:
 
 
 def check_arguments(parser: HfArgumentParser, data_args: DataArguments, task_args: TaskArguments,
-                    args: TrainArguments) -> None:
+                    args: TrainArguments, model_args: ModelArguments | None = None,
+                    reward_args: RewardArguments | None = None) -> None:
     """Refuse values that would fail (or silently do nothing) hours later, with argparse's one-line error."""
     at_least = {"--num-train-epochs": (args.num_train_epochs, 1),
                 "--per-device-train-batch-size": (args.per_device_train_batch_size, 1),
@@ -156,6 +184,25 @@ def check_arguments(parser: HfArgumentParser, data_args: DataArguments, task_arg
         parser.error(f"--learning-rate must be positive, got {args.learning_rate}")
     if args.push_to_hub and not args.hub_model_id:
         parser.error("--push-to-hub needs --hub-model-id ORG/NAME")
+    if task_args.task == "reward":
+        model_args, reward_args = model_args or ModelArguments(), reward_args or RewardArguments()
+        if not model_args.init_from:
+            parser.error("--task reward needs --init-from MODEL, the generator to fine-tune")
+        if task_args.target is not None or task_args.condition is not None or task_args.augment_labellings:
+            parser.error("--target, --condition and --augment-labellings are not options of --task reward")
+        at_least = {"--num-groups": (reward_args.num_groups, 1), "--group-size": (reward_args.group_size, 2),
+                    "--max-steps": (reward_args.max_steps, 1), "--save-steps": (reward_args.save_steps, 1),
+                    "--reward-num-workers": (reward_args.reward_num_workers, 1)}
+        for option, (value, minimum) in at_least.items():
+            if value < minimum:
+                parser.error(f"{option} must be at least {minimum}, got {value}")
+        if reward_args.kl_coef < 0 or reward_args.reward_learning_rate <= 0:
+            parser.error("--kl-coef must be ≥ 0 and --reward-learning-rate positive")
+        try:
+            parse_reward_spec(reward_args.reward)
+        except ValueError as err:
+            parser.error(str(err))
+        return
     if task_args.task == "property":
         if task_args.target is None:
             parser.error("--task property needs --target COLUMN[,COLUMN...]")

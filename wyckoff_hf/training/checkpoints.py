@@ -51,6 +51,15 @@ def checkpoint_to_resume(resume_from_checkpoint: str | None, output_dir: Path) -
     return folder
 
 
+def run_to_resume(resume_from_checkpoint: str | None, output_dir: Path, task_args: TaskArguments) -> Path | None:
+    """The checkpoint a run continues (``checkpoint_to_resume``), checked to be of the same task; ``None`` for a
+    fresh run."""
+    resume = checkpoint_to_resume(resume_from_checkpoint, output_dir)
+    if resume:
+        check_resumed_task(resume, task_args)
+    return resume
+
+
 def check_resumed_task(checkpoint: Path, task_args: TaskArguments) -> None:
     """Resume only with the task options the checkpoint was trained with: other labels or conditions would give
     a model of another shape (a checkpoint from before the task options is a plain generator's)."""
@@ -88,7 +97,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, state: dict, sav
             shutil.rmtree(old)
 
 
-def restart_metrics_log(path: Path, last_epoch: int) -> None:
-    """Keep the logged epochs up to the resumed checkpoint's (a killed run's later ones are run again)."""
+def restart_metrics_log(path: Path, last: int, key: str = "epoch") -> None:
+    """Keep the logged epochs (or ``key``: reward steps) up to the resumed checkpoint's (a killed run's later ones
+    are run again)."""
     lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
-    path.write_text("".join(line for line in lines if json.loads(line)["epoch"] <= last_epoch))
+    path.write_text("".join(line for line in lines if json.loads(line)[key] <= last))

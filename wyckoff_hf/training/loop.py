@@ -27,6 +27,7 @@ from wyckoff_hf.utils.hub import HubRepoError, ensure_hub_repo
 from .arguments import (
     DataArguments,
     ModelArguments,
+    RewardArguments,
     TaskArguments,
     TrainArguments,
     check_arguments,
@@ -35,14 +36,14 @@ from .arguments import (
 )
 from .augmentation import LabellingAugmentation, SitePermutation
 from .checkpoints import (
-    check_resumed_task,
-    checkpoint_to_resume,
     restart_metrics_log,
+    run_to_resume,
     save_best_model,
     save_checkpoint,
 )
 from .launch import die_with_launcher, launched, make_accelerator
 from .losses import Totals, evaluate, global_batch_loss
+from .reward import reward_main
 from .summary import finish
 from .tasks import make_task
 
@@ -59,16 +60,16 @@ def main(argv: list[str] | None = None) -> dict:
     """Train as the command line ``argv`` (default: ``sys.argv[1:]``) says, on every process of the launch; returns
     the training summary on the main process, ``{}`` on the others. A bad option exits with argparse's one-line
     error before any data is loaded or model built."""
-    parser = HfArgumentParser((DataArguments, TaskArguments, ModelArguments, TrainArguments))
-    data_args, task_args, model_args, args = parser.parse_args_into_dataclasses(argv)
-    check_arguments(parser, data_args, task_args, args)
+    parser = HfArgumentParser((DataArguments, TaskArguments, ModelArguments, RewardArguments, TrainArguments))
+    data_args, task_args, model_args, reward_args, args = parser.parse_args_into_dataclasses(argv)
+    check_arguments(parser, data_args, task_args, args, model_args, reward_args)
+    if task_args.task == "reward":
+        return reward_main(data_args, task_args, model_args, reward_args, args)
     if model_args.init_from and task_args.task != "property":
-        parser.error("--init-from is for --task property (a generator trains from scratch)")
+        parser.error("--init-from is for --task property or reward (a generator trains from scratch)")
     overrides = config_overrides(parser, model_args)
     output_dir = Path(args.output_dir)
-    resume = checkpoint_to_resume(args.resume_from_checkpoint, output_dir)
-    if resume:
-        check_resumed_task(resume, task_args)
+    resume = run_to_resume(args.resume_from_checkpoint, output_dir, task_args)
     if launched():
         die_with_launcher()
     dataset = load_wyckoff_dataset(data_args.dataset)

@@ -39,9 +39,14 @@ def finish(output_dir: Path, task: Task, state: dict, train_split: Dataset, vali
     print(json.dumps({key: summary[key] for key in shown if key in summary}, indent=2))
     print(f"model saved to {output_dir} ({task.usage.format(output_dir=str(output_dir))})")
     if args.push_to_hub:
-        from huggingface_hub import HfApi
-
-        commit = HfApi().upload_folder(repo_id=args.hub_model_id, folder_path=str(output_dir),
-                                       ignore_patterns=PUSH_IGNORE, commit_message="Upload WyckoffTransformer")
-        print(f"pushed to {commit.repo_url}")
+        push_output(output_dir, args)
     return summary
+
+
+def push_output(output_dir: Path, args: TrainArguments) -> None:
+    """Upload the final model, tokenizer and card of OUTPUT_DIR (not its checkpoints or logs) to ``hub_model_id``."""
+    from huggingface_hub import HfApi
+
+    commit = HfApi().upload_folder(repo_id=args.hub_model_id, folder_path=str(output_dir),
+                                   ignore_patterns=PUSH_IGNORE, commit_message="Upload WyckoffTransformer")
+    print(f"pushed to {commit.repo_url}")

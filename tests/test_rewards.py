@@ -1,0 +1,215 @@
+"""Reward terms (wyckoff_hf.rewards) and reward fine-tuning (wyckoff_hf.training.reward): the terms' values on known
+crystals, the GRPO pieces, a policy that learns what it is rewarded for, and a run that resumes where it stopped."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_MODEL
+
+from wyckoff_hf import WyckoffRepresentation
+from wyckoff_hf.evaluation.hull import packaged_hull
+from wyckoff_hf.modeling.configuration_wyckoff_transformer import FIELD_INPUTS
+from wyckoff_hf.rewards import (
+    NewTemplate,
+    Novelty,
+    RewardFunction,
+    SurrogateStability,
+    Uniqueness,
+    parse_reward_spec,
+    stability_score,
+)
+from wyckoff_hf.training import main
+from wyckoff_hf.training.arguments import RewardArguments
+from wyckoff_hf.training.reward import draw_crystals, group_advantages, reward_step, sequence_kl
+from wyckoff_hf.training.tasks import GenerationTask
+
+NACL = WyckoffRepresentation.from_sites(225, [("Na", "a"), ("Cl", "b")])
+KCL = WyckoffRepresentation.from_sites(225, [("K", "a"), ("Cl", "b")])
+CSCL = WyckoffRepresentation.from_sites(221, [("Cs", "a"), ("Cl", "b")])
+ZNS = WyckoffRepresentation.from_sites(216, [("Zn", "a"), ("S", "c")])
+
+
+def test_stability_score_is_a_smooth_step_at_the_threshold():
+    values = stability_score(np.array([-0.5, 0.0, 0.08, 0.16, 1.0]))
+    assert values[2] == pytest.approx(0.5)
+    assert values[0] > values[1] > 0.98 and values[3] < 0.02 and values[4] < 1e-12
+    assert np.all(np.diff(values) < 0)
+
+
+def test_reward_spec_names_weighted_terms():
+    assert parse_reward_spec("stability=1, novelty=0.5,uniqueness") == {"stability": 1.0, "novelty": 0.5,
+                                                                        "uniqueness": 1.0}
+    for spec, message in (("energy=1", "unknown term 'energy'"), ("novelty=1,novelty=2", "novelty given twice"),
+                          ("novelty=high", "must be a number, got 'high'"), ("novelty=0", "non-zero weight")):
+        with pytest.raises(ValueError, match=message):
+            parse_reward_spec(spec)
+
+
+def test_novelty_template_and_uniqueness_terms_on_known_crystals():
+    known = [NACL, CSCL]
+    batch = [NACL, KCL, KCL, ZNS]
+    assert Novelty(known)(batch).tolist() == [0, 1, 1, 1]  # KCl is new as a crystal...
+    assert NewTemplate(known)(batch).tolist() == [0, 0, 0, 1]  # ...but rock salt is a known structure type
+    assert Uniqueness()(batch).tolist() == [1, 0.5, 0.5, 1]
+    reward = RewardFunction({"novelty": Novelty(known), "uniqueness": Uniqueness()}, {"novelty": 2.0,
+                                                                                      "uniqueness": 1.0})
+    total, terms = reward(batch)
+    assert total.tolist() == [1.0, 2.5, 2.5, 3.0] and set(terms) == {"novelty", "uniqueness"}
+
+
+def stand_in_predictor(column: str, values: list[float]) -> SimpleNamespace:
+    return SimpleNamespace(name="stand-in", columns=[column], predict=lambda crystals: [{column: v} for v in values])
+
+
+def test_surrogate_stability_from_a_formation_energy_goes_through_the_proxy_hull():
+    surrogate = SurrogateStability(stand_in_predictor("formation_energy_per_atom", [-2.0, 0.5]))
+    expected = [packaged_hull().e_above_hull(crystal.composition, energy)
+                for crystal, energy in ((NACL, -2.0), (ZNS, 0.5))]
+    assert surrogate.e_above_hull([NACL, ZNS]).tolist() == pytest.approx(expected)
+    assert expected[1] > 0.5  # a positive formation energy is far above the hull
+    direct = SurrogateStability(stand_in_predictor("e_above_hull", [0.0, 0.3]))
+    assert direct([NACL, ZNS]).tolist() == pytest.approx(stability_score(np.array([0.0, 0.3])).tolist())
+    with pytest.raises(ValueError, match=r"predicts \['band_gap'\], not one of"):
+        SurrogateStability(stand_in_predictor("band_gap", [1.0]))
+
+
+def test_group_advantages_are_standardised_within_each_group():
+    rewards = np.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
+    advantages = group_advantages(rewards, 3)
+    assert advantages[:3].sum() == pytest.approx(0) and advantages[0] < advantages[1] < advantages[2]
+    assert advantages[3:].tolist() == [0, 0, 0]  # nothing to learn from a group that all scored the same
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tiny_dataset, tokenizer, tmp_path_factory):
+    """A freshly initialised tiny generator with the generation settings training writes (a calibrated temperature
+    and STOP shift included), saved as a folder."""
+    from wyckoff_hf.data import load_wyckoff_dataset
+
+    torch.manual_seed(0)
+    train = load_wyckoff_dataset(tiny_dataset)["train"]
+    model = GenerationTask(tokenizer).build_model(tokenizer, train, {**TINY_MODEL, "hidden_dropout_prob": 0.0})
+    model.generation_config.temperature, model.generation_config.stop_logit_bias = 0.9, [0.5]  # as calibrated
+    folder = tmp_path_factory.mktemp("generator")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_the_gradient_is_of_the_distribution_sampled(tiny_generator, tokenizer):
+    """At temperature 1 without STOP shifts the sampler's scores are forward's log-likelihoods, and the KL of a
+    model from itself is 0; a perturbed copy is at a positive KL."""
+    from wyckoff_hf import WyckoffTransformerForCrystalGeneration
+
+    model = WyckoffTransformerForCrystalGeneration.from_pretrained(tiny_generator).eval()
+    samples, groups = draw_crystals(model, tokenizer, RewardArguments(num_groups=3, group_size=4), seed=1)
+    assert len(samples.element_ids) == 12 and len(groups) == 3
+    assert [int(tokenizer.vocabularies["space_group"][int(i)]) for i in samples.space_group_ids[::4, 0]] == groups
+    inputs = {name: samples[name] for name in (*FIELD_INPUTS, "attention_mask")}
+    with torch.no_grad():
+        output = model(**inputs, return_loss=False)
+        torch.testing.assert_close(output.log_likelihood, samples.sequences_scores, rtol=0, atol=1e-4)
+        assert sequence_kl(output, output).abs().max() < 1e-5
+        other = WyckoffTransformerForCrystalGeneration.from_pretrained(tiny_generator).eval()
+        other.heads["element"].bias.add_(torch.randn_like(other.heads["element"].bias))
+        assert (sequence_kl(output, other(**inputs, return_loss=False)) > 0).all()
+
+
+def test_the_policy_learns_what_it_is_rewarded_for(tiny_generator, tokenizer):
+    """A reward for sodium: the share of sites holding Na rises within a few dozen updates."""
+    from accelerate import Accelerator
+
+    from wyckoff_hf import WyckoffTransformerForCrystalGeneration
+
+    class Sodium:
+        name = "sodium"
+
+        def __call__(self, crystals):
+            return np.array([sum(site.element == "Na" for site in c.sites) / len(c.sites) for c in crystals])
+
+    torch.manual_seed(0)
+    policy = WyckoffTransformerForCrystalGeneration.from_pretrained(tiny_generator)
+    reference = WyckoffTransformerForCrystalGeneration.from_pretrained(tiny_generator).eval()
+    # an untrained model rarely meets the training split's element and atom ranges: no rejection, for speed
+    policy.generation_config.num_elements_range = policy.generation_config.num_atoms_range = None
+    accelerator = Accelerator(cpu=True)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-2, weight_decay=0.0)
+    policy, optimizer = accelerator.prepare(policy, optimizer)
+    arguments = RewardArguments(num_groups=4, group_size=8, kl_coef=0.01)
+    reward = RewardFunction({"sodium": Sodium()}, {"sodium": 1.0})
+    history = [reward_step(policy, reference, tokenizer, reward, optimizer, accelerator, arguments, step, 1.0)
+               for step in range(30)]
+    first, last = (np.mean([h["sodium"] for h in part]) for part in (history[:5], history[-5:]))
+    assert last > first + 0.2, (first, last)
+    assert history[-1]["kl"] > history[0]["kl"]  # it moved away from the start, and the KL says how far
+
+
+def reward_run(generator, dataset, out, *extra):
+    return main(["--task", "reward", "--init-from", str(generator), "--dataset", str(dataset), "--output-dir",
+                 str(out), "--reward", "novelty=1,uniqueness=0.5,new_template=0.5", "--num-groups", "2",
+                 "--group-size", "4", "--save-steps", "2", "--reward-learning-rate", "1e-3", *extra])
+
+
+def test_reward_run_saves_a_generator_and_card_and_resumes_where_it_stopped(tiny_generator, tiny_dataset, tmp_path):
+    summary = reward_run(tiny_generator, tiny_dataset, tmp_path / "whole", "--max-steps", "4")
+    assert summary["steps"] == 4 and summary["crystals_per_step"] == 8
+    logged = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in logged] == [1, 2, 3, 4]
+    card = (tmp_path / "whole" / "README.md").read_text()
+    assert "novelty 1, uniqueness 0.5, new_template 0.5" in card and "| kl |" in card
+    assert f"base_model: {tiny_generator}" in card
+    settings = json.loads((tmp_path / "whole" / "generation_config.json").read_text())
+    assert settings["temperature"] == 1.0 and settings.get("stop_logit_bias") is None  # what was optimised
+
+    reward_run(tiny_generator, tiny_dataset, tmp_path / "cut", "--max-steps", "2")
+    reward_run(tiny_generator, tiny_dataset, tmp_path / "cut", "--max-steps", "4", "--resume-from-checkpoint",
+               "latest")
+    resumed = [json.loads(line) for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in resumed] == [1, 2, 3, 4]
+    for a, b in zip(logged, resumed, strict=True):  # the same crystals drawn and the same updates made
+        assert {k: v for k, v in a.items() if k != "elapsed_s"} == pytest.approx(
+            {k: v for k, v in b.items() if k != "elapsed_s"}, abs=1e-5)
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ([], "--task reward needs --init-from MODEL"),
+    (["--init-from", "x", "--reward", "energy"], "unknown term 'energy'"),
+    (["--init-from", "x", "--group-size", "1"], "--group-size must be at least 2"),
+    (["--init-from", "x", "--target", "band_gap"], "not options of --task reward"),
+])
+def test_bad_reward_options_fail_in_one_line(extra, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--task", "reward", *extra])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err.splitlines()[-1]
+
+
+
+FORMATION_ENERGY = "wyckoff_hf/pretrained/mp20-biternary-formation-energy"
+
+
+def test_generate_keeps_only_what_the_stability_filter_accepts(tmp_path):
+    from wyckoff_hf.cli import main as cli
+    from wyckoff_hf.evaluation import load_samples
+    from wyckoff_hf.prediction import PropertyPredictor
+
+    out = tmp_path / "screened"
+    assert cli(["generate", "-n", "12", "--output-dir", str(out), "--stability-filter", FORMATION_ENERGY,
+                "--stability-threshold", "0.0"]) == 0
+    record = json.loads((out / "manifest.json").read_text())["generation"]["stability_filter"]
+    assert record["kept"] == 12 and record["drawn"] > 12 and record["column"] == "formation_energy_per_atom"
+    kept = load_samples(out).representations
+    surrogate = SurrogateStability(PropertyPredictor.from_pretrained(FORMATION_ENERGY))
+    assert (surrogate.e_above_hull(kept) <= 0.0).all()
+    assert len((out / "log_probabilities.txt").read_text().split()) == 12
+
+
+def test_a_stability_filter_that_keeps_nothing_says_so(tmp_path, capsys):
+    from wyckoff_hf.cli import main as cli
+
+    assert cli(["generate", "-n", "2", "--output-dir", str(tmp_path / "none"), "--stability-filter",
+                FORMATION_ENERGY, "--stability-threshold", "-50"]) == 2
+    assert "--stability-filter kept none of 40 samples" in capsys.readouterr().err
