@@ -213,3 +213,30 @@ def test_a_stability_filter_that_keeps_nothing_says_so(tmp_path, capsys):
     assert cli(["generate", "-n", "2", "--output-dir", str(tmp_path / "none"), "--stability-filter",
                 FORMATION_ENERGY, "--stability-threshold", "-50"]) == 2
     assert "--stability-filter kept none of 40 samples" in capsys.readouterr().err
+
+
+def test_chgnet_stability_charges_failures_and_collapsed_relaxations(monkeypatch):
+    """Failed relaxations and energies far below the hull (a collapsed cell) score as failures; consecutive calls
+    number their crystals on, so the relaxation cache keeps them apart."""
+    import wyckoff_hf.evaluation.hull as hull
+    import wyckoff_hf.evaluation.relaxation as relaxation
+    from wyckoff_hf.rewards import ChgnetStability
+    from wyckoff_hf.rewards.terms import FAILED_E_ABOVE_HULL
+
+    above = {"NaCl": 0.01, "KCl": -42.7, "CsCl": 0.2}
+    seen = []
+
+    def relax(crystals, settings, indices, num_workers, cache_dir=None):
+        seen.append(list(indices))
+        return [relaxation.RelaxationFailure(i, "pyxtal gave up") if c == ZNS else
+                relaxation.Relaxed(i, c.composition.reduced_formula, 0.0, 0, 1, True, c.space_group, c.space_group, 1.0)
+                for i, c in zip(indices, crystals, strict=True)]
+
+    monkeypatch.setattr(relaxation, "relax_samples", relax)
+    monkeypatch.setattr(hull, "packaged_hull", lambda: SimpleNamespace(
+        chgnet_e_above_hull=lambda structure, energy: above[structure]))
+    term = ChgnetStability(cache_dir=None)
+    assert term.e_above_hull([NACL, KCL]).tolist() == [0.01, FAILED_E_ABOVE_HULL]
+    assert term.e_above_hull([CSCL, ZNS]).tolist() == [0.2, FAILED_E_ABOVE_HULL]
+    assert seen == [[0, 1], [2, 3]]
+    assert term([NACL])[0] > 0.9

@@ -1,0 +1,82 @@
+"""Benchmark: how far a fast stability surrogate agrees with CHGNet on generated crystals.
+
+    python scripts/benchmarks/benchmark_surrogate.py --samples out/ --relaxation-cache CACHE/ \
+        --surrogate wyckoff_hf/pretrained/mp20-biternary-formation-energy [--trials 3]
+
+Reads the samples of a generated folder and the CHGNet relaxations ``wyckoff-hf evaluate OUT --stability
+--stability-screen --relaxation-cache CACHE`` has finished so far (an unfinished run is fine: only the labelled
+samples count), places each on the proxy hull, and prints one table: the surrogate's mean absolute error on the
+energy above hull, its agreement with CHGNet on the 0.08 eV/atom label, the stable share by each, and the
+precision of the surrogate's "stable" call (the share of the samples it keeps that CHGNet calls stable: what
+``generate --stability-filter`` buys) with 95 % Wilson intervals.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from wyckoff_hf.evaluation import load_samples
+from wyckoff_hf.evaluation.hull import MissingReferenceError, packaged_hull
+from wyckoff_hf.evaluation.relaxation import SCREEN_FMAX, RelaxationCache, RelaxationSettings, Relaxed
+from wyckoff_hf.evaluation.sun import wilson_interval
+from wyckoff_hf.prediction import PropertyPredictor
+from wyckoff_hf.rewards import SurrogateStability
+from wyckoff_hf.rewards.terms import STABILITY_THRESHOLD
+
+
+def chgnet_labels(samples: str, cache: str, trials: int, seed: int) -> tuple[list, np.ndarray]:
+    """The samples with a finished relaxation in ``cache`` (screened protocol) and their CHGNet E_hull."""
+    settings = RelaxationSettings(num_trials=trials, screen_fmax=SCREEN_FMAX, seed=seed)
+    relaxations = RelaxationCache(cache)
+    crystals, values = [], []
+    for index, crystal in enumerate(load_samples(samples).representations):
+        result = relaxations.load(crystal, index, settings) if crystal is not None else None
+        if isinstance(result, Relaxed):
+            try:
+                values.append(packaged_hull().chgnet_e_above_hull(result.structure, result.energy))
+            except MissingReferenceError:
+                continue
+            crystals.append(crystal)
+    return crystals, np.array(values)
+
+
+def share(hits: int, total: int) -> str:
+    low, high = wilson_interval(hits, total)
+    return f"{hits / total:.1%} [{low:.1%}, {high:.1%}] ({hits}/{total})" if total else "n/a"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", required=True, help="folder written by wyckoff-hf generate")
+    parser.add_argument("--relaxation-cache", required=True, help="the --relaxation-cache of its evaluate run")
+    parser.add_argument("--surrogate", required=True, help="property model: e_above_hull or formation energy")
+    parser.add_argument("--trials", type=int, default=3, help="the evaluate run's --stability-trials")
+    parser.add_argument("--seed", type=int, default=0, help="the evaluate run's --seed")
+    args = parser.parse_args()
+    crystals, chgnet = chgnet_labels(args.samples, args.relaxation_cache, args.trials, args.seed)
+    if not crystals:
+        raise SystemExit(f"no finished relaxation of {args.samples} in {args.relaxation_cache}")
+    surrogate = SurrogateStability(PropertyPredictor.from_pretrained(args.surrogate))
+    predicted = surrogate.e_above_hull(crystals)
+    stable, called = chgnet <= STABILITY_THRESHOLD, predicted <= STABILITY_THRESHOLD
+    errors = np.abs(predicted - chgnet)
+    rank = np.corrcoef(np.argsort(np.argsort(predicted)), np.argsort(np.argsort(chgnet)))[0, 1]
+    rows = {
+        "surrogate": f"{args.surrogate} ({surrogate.column})",
+        "CHGNet-labelled samples": len(crystals),
+        "MAE of E_hull (median AE)": f"{errors.mean():.3f} ({np.median(errors):.3f}) eV/atom",
+        "CHGNet E_hull below −1 eV/atom (unphysical: a collapsed relaxation)": int((chgnet < -1).sum()),
+        "Spearman ρ": f"{rank:.2f}",
+        "agreement on ≤ 0.08": share(int((stable == called).sum()), len(crystals)),
+        "stable by CHGNet": share(int(stable.sum()), len(crystals)),
+        "stable by the surrogate": share(int(called.sum()), len(crystals)),
+        "CHGNet-stable among the surrogate's stable (precision)": share(int((stable & called).sum()),
+                                                                         int(called.sum())),
+        "CHGNet-stable among the surrogate's unstable": share(int((stable & ~called).sum()), int((~called).sum())),
+    }
+    print("| value | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows.items()))
+
+if __name__ == "__main__":
+    main()
