@@ -14,7 +14,7 @@ spread over a process pool. Reference CIFs are parsed only for formulas that occ
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
@@ -33,11 +33,24 @@ def wyckoff_uniqueness(representations: Sequence[WyckoffRepresentation]) -> floa
     return fraction(len({rep.canonical() for rep in representations}), len(representations))
 
 
+class KnownKeys:
+    """The ``key`` of every known crystal, gathered once, so that many batches are checked against them cheaply
+    (a reward term checks every step's samples)."""
+
+    def __init__(self, key: Callable[[WyckoffRepresentation], Hashable],
+                 known: Iterable[WyckoffRepresentation]) -> None:
+        self.key = key
+        self.keys = {key(crystal) for crystal in known}
+
+    def novel(self, crystals: Sequence[WyckoffRepresentation]) -> list[bool]:
+        """Per crystal: its key is not among the known ones."""
+        return [self.key(crystal) not in self.keys for crystal in crystals]
+
+
 def novel_representations(representations: Sequence[WyckoffRepresentation],
                           train: Sequence[WyckoffRepresentation]) -> list[bool]:
     """Per sample: its canonical representation occurs nowhere in ``train``."""
-    known = {rep.canonical() for rep in train}
-    return [rep.canonical() not in known for rep in representations]
+    return KnownKeys(WyckoffRepresentation.canonical, train).novel(representations)
 
 
 def novel_templates(representations: Sequence[WyckoffRepresentation],
@@ -47,8 +60,7 @@ def novel_templates(representations: Sequence[WyckoffRepresentation],
     Canonical templates are compared (minimised over relabellings without the elements), so a relabelled
     copy of a known template is not novel.
     """
-    known = {rep.canonical_template() for rep in train}
-    return [rep.canonical_template() not in known for rep in representations]
+    return KnownKeys(WyckoffRepresentation.canonical_template, train).novel(representations)
 
 
 def _matcher() -> StructureMatcher:

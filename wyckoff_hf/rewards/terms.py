@@ -103,15 +103,16 @@ class ChgnetStability:
 
 
 class NotAmongKnown:
-    """1 for a crystal whose ``key`` is not among the known crystals' keys, else 0."""
+    """1 for a crystal whose ``key`` is not among the known crystals' keys, else 0 (``evaluate``'s novelty)."""
 
     def __init__(self, name: str, key: Callable[[WyckoffRepresentation], Hashable],
                  known: Iterable[WyckoffRepresentation]) -> None:
-        self.name, self.key = name, key
-        self.known = {key(crystal) for crystal in known}
+        from ..evaluation.novelty import KnownKeys
+
+        self.name, self.known = name, KnownKeys(key, known)
 
     def __call__(self, crystals: Sequence[WyckoffRepresentation]) -> np.ndarray:
-        return np.array([self.key(crystal) not in self.known for crystal in crystals], dtype=float)
+        return np.array(self.known.novel(crystals), dtype=float)
 
 
 def Novelty(known: Iterable[WyckoffRepresentation]) -> NotAmongKnown:
