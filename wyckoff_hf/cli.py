@@ -258,9 +258,9 @@ def _run_generate(args: argparse.Namespace) -> int:
     predictors = load_predictors(args.predict or [], args.device)
     screen = None
     if args.stability_filter:
-        from .generation.screening import MAX_DRAWS_PER_SAMPLE, StabilityFilter
         from .prediction import PropertyPredictor
         from .rewards import SurrogateStability
+        from .rewards.screening import MAX_DRAWS_PER_SAMPLE, StabilityFilter
 
         screen = StabilityFilter(SurrogateStability(PropertyPredictor.from_pretrained(args.stability_filter,
                                                                                       args.device)),

@@ -5,7 +5,7 @@ A reward is a weighted sum of terms, each a function of a batch of Wyckoff repre
 crystal (``terms``): stability from a surrogate predictor of energy above hull (microseconds a crystal) or from
 CHGNet relaxation (seconds), Wyckoff and template novelty against the training data, and uniqueness within the
 batch, the guard against collapsing onto a few crystals. ``RewardFunction.from_spec`` builds one from
-``"stability=1,novelty=0.5"``.
+``"stability=1,novelty=0.5"``. ``screening`` keeps only the samples a surrogate calls stable.
 """
 
 from .function import REWARD_TERMS, RewardFunction, parse_reward_spec
