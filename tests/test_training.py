@@ -192,7 +192,7 @@ def test_kill_9_of_the_launcher_leaves_no_orphan_and_resume_loses_no_epoch(prepa
     (["--augment-labellings", "--dataloader-num-workers", "2"],
      "--augment-labellings needs --dataloader-num-workers 0 (it draws in the main process)"),
     (["--target", "band_gap"], "--target is for --task property (a generator is conditioned with --condition)"),
-    (["--init-from", "runs/x"], "--init-from is for --task property (a generator trains from scratch)"),
+    (["--init-from", "runs/x"], "--init-from is for --task property or reward (a generator trains from scratch)"),
     (["--task", "property", "--target", "band_gap", "--condition", "band_gap"],
      "--condition is for --task generation: a property predictor takes no conditions"),
     (["--task", "property", "--target", "band_gap,e_above_hull", "--classification-threshold", "0"],
