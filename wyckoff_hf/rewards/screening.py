@@ -21,11 +21,14 @@ MAX_DRAWS_PER_SAMPLE = 20  # the stream a filter may use: -n × this many draws,
 
 @dataclass
 class StabilityFilter:
-    """A surrogate and its threshold (eV/atom above hull), with the counts of what it has seen and kept."""
+    """A surrogate and its threshold (eV/atom above hull), with the counts of what it has screened (``drawn``),
+    found within the threshold (``passed``: ``passed / drawn`` is the acceptance rate) and kept (``passed`` less
+    the surplus of the last chunk)."""
 
     surrogate: SurrogateStability
     threshold: float = 0.08
     drawn: int = 0
+    passed: int = 0
     kept: int = 0
 
     def keep(self, chunks: Iterable[tuple[list, list[float]]], wanted: int) -> Iterator[tuple[list, list[float]]]:
@@ -33,6 +36,7 @@ class StabilityFilter:
         for representations, scores in chunks:
             self.drawn += len(representations)
             stable = np.flatnonzero(self.surrogate.e_above_hull(representations) <= self.threshold)
+            self.passed += len(stable)
             stable = stable[:wanted - self.kept]
             self.kept += len(stable)
             yield [representations[i] for i in stable], [scores[i] for i in stable]
@@ -42,4 +46,4 @@ class StabilityFilter:
     def record(self) -> dict[str, object]:
         """What the manifest says about the filter."""
         return {"model": self.surrogate.predictor.name, "column": self.surrogate.column, "threshold": self.threshold,
-                "drawn": self.drawn, "kept": self.kept}
+                "drawn": self.drawn, "passed": self.passed, "kept": self.kept}
