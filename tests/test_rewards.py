@@ -216,27 +216,30 @@ def test_a_stability_filter_that_keeps_nothing_says_so(tmp_path, capsys):
 
 
 def test_chgnet_stability_charges_failures_and_collapsed_relaxations(monkeypatch):
-    """Failed relaxations and energies far below the hull (a collapsed cell) score as failures; consecutive calls
-    number their crystals on, so the relaxation cache keeps them apart."""
+    """Failed relaxations and collapsed ones (far below any known formation energy) score as failures, an ionic
+    crystal well below a sparse hull does not; consecutive calls number their crystals on, so the relaxation cache
+    keeps them apart."""
     import wyckoff_hf.evaluation.hull as hull
     import wyckoff_hf.evaluation.relaxation as relaxation
     from wyckoff_hf.rewards import ChgnetStability
     from wyckoff_hf.rewards.terms import FAILED_E_ABOVE_HULL
 
-    above = {"NaCl": 0.01, "KCl": -42.7, "CsCl": 0.2}
+    formation = {"NaCl": 0.01, "KCl": -42.7, "CsCl": -2.1}
     seen = []
 
     def relax(crystals, settings, indices, num_workers, cache_dir=None):
         seen.append(list(indices))
         return [relaxation.RelaxationFailure(i, "pyxtal gave up") if c == ZNS else
-                relaxation.Relaxed(i, c.composition.reduced_formula, 0.0, 0, 1, True, c.space_group, c.space_group, 1.0)
+                relaxation.Relaxed(i, SimpleNamespace(composition=c.composition), 0.0, 0, 1, True, c.space_group,
+                                   c.space_group, 1.0)
                 for i, c in zip(indices, crystals, strict=True)]
 
     monkeypatch.setattr(relaxation, "relax_samples", relax)
-    monkeypatch.setattr(hull, "packaged_hull", lambda: SimpleNamespace(
-        chgnet_e_above_hull=lambda structure, energy: above[structure]))
+    monkeypatch.setattr(hull, "packaged_hull", lambda: SimpleNamespace(  # a hull at the elements only
+        formation_energy_per_atom=lambda composition, energy: formation[composition.reduced_formula],
+        e_above_hull=lambda composition, energy: energy, covers=lambda composition: False))
     term = ChgnetStability(cache_dir=None)
     assert term.e_above_hull([NACL, KCL]).tolist() == [0.01, FAILED_E_ABOVE_HULL]
-    assert term.e_above_hull([CSCL, ZNS]).tolist() == [0.2, FAILED_E_ABOVE_HULL]
+    assert term.e_above_hull([CSCL, ZNS]).tolist() == [-2.1, FAILED_E_ABOVE_HULL]
     assert seen == [[0, 1], [2, 3]]
     assert term([NACL])[0] > 0.9

@@ -75,6 +75,22 @@ def test_chgnet_energy_to_formation_energy_with_element_references():
         hull.formation_energy_per_atom(Composition("NaCl"), -7.0)
 
 
+def test_a_collapsed_relaxation_is_a_failure_not_a_new_hull_phase():
+    """A relaxation ending 40 eV/atom below its elements (as one generated crystal did) is reported as collapsed;
+    one just above the hull and one below it by an ordinary margin are placed."""
+    hull = lithium_oxygen_hull()
+    structure = Structure(Lattice.cubic(4), ["Li", "Li", "O"], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0, 0]])
+    references = 2 * -1.9 - 4.9
+
+    def relaxed(index: int, formation_energy: float) -> relaxation.Relaxed:
+        return relaxation.Relaxed(index, structure, references + 3 * formation_energy, 0, 1, True, 225, 225, 1.0)
+
+    placed, failures = stability.place_on_hull([relaxed(0, -1.9), relaxed(1, -42.0), relaxed(2, -2.5)], hull)
+    assert [(p.relaxed.index, round(p.e_above_hull, 6)) for p in placed] == [(0, 0.1), (2, -0.5)]
+    assert [(f.index, f.reason) for f in failures] == [
+        (1, "collapsed: CHGNet formation energy of Li2O -42.00 eV/atom, below -5.0 (no known crystal's)")]
+
+
 def test_element_reference_fit_recovers_exact_references():
     mu = {"Li": -1.9, "O": -4.9, "Na": -1.3}
     rows = [("Li2O", -2.0), ("Li2O2", -1.7), ("Na2O", -1.4), ("NaLiO", -1.6), ("Na", 0.0)]

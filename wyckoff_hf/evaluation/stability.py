@@ -40,6 +40,9 @@ RELAXATIONS_FILE = "relaxations.csv"
 FAILURES_FILE = "failures.csv"
 HISTOGRAM_PNG = "energy_above_hull.png"
 SUN_KEYS = ("stable", "metastable", "unique", "novel", "sun", "ssun")
+# eV/atom: no crystal of the MP data has a formation energy below -4.47 (ErF3); a CHGNet relaxation that ends below
+# this has collapsed (one generated U-Si-Ru crystal relaxed to -47.9 eV/atom) and is a failure, not a new hull phase
+COLLAPSED_FORMATION_ENERGY = -5.0
 
 
 def chgnet_available() -> bool:
@@ -64,7 +67,8 @@ class HullPlacement:
 
 def place_on_hull(relaxed: Sequence[Relaxed], hull: ConvexHullReference
                   ) -> tuple[list[HullPlacement], list[RelaxationFailure]]:
-    """Energy above hull of every relaxed sample; samples with an element outside the fit become failures."""
+    """Energy above hull of every relaxed sample; samples with an element outside the fit, or whose relaxation
+    collapsed (``COLLAPSED_FORMATION_ENERGY``), become failures."""
     placed, failures = [], []
     for result in relaxed:
         composition = result.structure.composition
@@ -72,6 +76,11 @@ def place_on_hull(relaxed: Sequence[Relaxed], hull: ConvexHullReference
             formation = hull.formation_energy_per_atom(composition, result.energy)
         except MissingReferenceError as err:
             failures.append(RelaxationFailure(result.index, f"hull: {err}"))
+            continue
+        if formation < COLLAPSED_FORMATION_ENERGY:
+            failures.append(RelaxationFailure(
+                result.index, f"collapsed: CHGNet formation energy of {composition.reduced_formula} "
+                              f"{formation:.2f} eV/atom, below {COLLAPSED_FORMATION_ENERGY} (no known crystal's)"))
             continue
         placed.append(HullPlacement(result, formation, hull.e_above_hull(composition, formation),
                                     hull.covers(composition)))

@@ -15,10 +15,7 @@ from ..tokenization import WyckoffRepresentation
 STABILITY_THRESHOLD = 0.08  # eV/atom above the hull: the field's "stable" in S.U.N.
 STABILITY_WIDTH = 0.02  # eV/atom over which the stability score falls from ~0.98 to ~0.02 around the threshold
 SURROGATE_COLUMNS = ("e_above_hull", "formation_energy_per_atom")  # what a surrogate may predict, preferred first
-FAILED_E_ABOVE_HULL = 1.0  # eV/atom charged to a crystal that cannot be realised or relaxed
-# eV/atom: a CHGNet relaxation this far below the proxy hull has collapsed (one of 28 shipped samples relaxed to
-# -42.7 eV/atom), the first thing a policy rewarded by CHGNet would learn to find; it is charged as a failure
-UNPHYSICAL_E_ABOVE_HULL = -1.0
+FAILED_E_ABOVE_HULL = 1.0  # eV/atom charged to a crystal that cannot be realised, relaxed or placed on the hull
 
 
 def stability_score(e_above_hull: np.ndarray) -> np.ndarray:
@@ -69,8 +66,8 @@ class SurrogateStability:
 class ChgnetStability:
     """``stability_score`` of the CHGNet energy above the proxy hull, by the relaxation protocol of
     ``wyckoff-hf evaluate --stability --stability-screen`` (pool, Dask cluster and cache as there). A crystal that
-    fails to realise or relax, or relaxes to an unphysical energy (``UNPHYSICAL_E_ABOVE_HULL``), scores as
-    ``FAILED_E_ABOVE_HULL``. ``indices`` seeds the pyxtal trials, so calls
+    fails to realise, relax or be placed on the hull (a collapsed relaxation included: ``evaluation.stability.
+    place_on_hull``) scores as ``FAILED_E_ABOVE_HULL``. ``indices`` seeds the pyxtal trials, so calls
     number their crystals consecutively (``start``) to keep the cache's names apart."""
 
     name = "chgnet"
@@ -82,20 +79,16 @@ class ChgnetStability:
         self.num_workers, self.cache_dir, self.start = num_workers, cache_dir, 0
 
     def e_above_hull(self, crystals: Sequence[WyckoffRepresentation]) -> np.ndarray:
-        from ..evaluation.hull import MissingReferenceError, packaged_hull
+        from ..evaluation.hull import packaged_hull
         from ..evaluation.relaxation import Relaxed, relax_samples
+        from ..evaluation.stability import place_on_hull
 
         indices = range(self.start, self.start + len(crystals))
         self.start += len(crystals)
-        values = []
-        for result in relax_samples(list(crystals), self.settings, indices, self.num_workers,
-                                    cache_dir=self.cache_dir):
-            try:
-                value = (packaged_hull().chgnet_e_above_hull(result.structure, result.energy)
-                         if isinstance(result, Relaxed) else FAILED_E_ABOVE_HULL)
-            except MissingReferenceError:
-                value = FAILED_E_ABOVE_HULL
-            values.append(FAILED_E_ABOVE_HULL if value < UNPHYSICAL_E_ABOVE_HULL else value)
+        results = relax_samples(list(crystals), self.settings, indices, self.num_workers, cache_dir=self.cache_dir)
+        placed, _ = place_on_hull([result for result in results if isinstance(result, Relaxed)], packaged_hull())
+        by_index = {placement.relaxed.index: placement.e_above_hull for placement in placed}
+        values = [by_index.get(index, FAILED_E_ABOVE_HULL) for index in indices]
         return np.array(values, dtype=float)
 
     def __call__(self, crystals: Sequence[WyckoffRepresentation]) -> np.ndarray:
