@@ -21,10 +21,9 @@ import numpy as np
 
 from wyckoff_hf.evaluation import load_samples
 from wyckoff_hf.evaluation.novelty import KnownKeys
-from wyckoff_hf.evaluation.sun import wilson_interval
+from wyckoff_hf.evaluation.sun import METASTABLE, sun_flags, wilson_interval
 from wyckoff_hf.prediction import PropertyPredictor
 from wyckoff_hf.rewards import SurrogateStability
-from wyckoff_hf.rewards.terms import STABILITY_THRESHOLD
 from wyckoff_hf.tokenization import WyckoffRepresentation
 from wyckoff_hf.training.reward import known_crystals
 
@@ -48,15 +47,15 @@ def first_copies(crystals: list[WyckoffRepresentation]) -> np.ndarray:
 
 def column(crystals: list[WyckoffRepresentation], surrogate: SurrogateStability, novel: KnownKeys,
            new_template: KnownKeys) -> dict[str, str]:
-    stable = surrogate.e_above_hull(crystals) <= STABILITY_THRESHOLD
+    e_above_hull = surrogate.e_above_hull(crystals)
     first, is_novel = first_copies(crystals), np.array(novel.novel(crystals))
     return {
         "samples": str(len(crystals)),
-        "stable by the surrogate": share(stable),
+        "stable by the surrogate": share(e_above_hull <= METASTABLE),
         "distinct": f"{first.mean():.1%}",
         "novel": f"{is_novel.mean():.1%}",
         "new structure type": f"{np.mean(new_template.novel(crystals)):.1%}",
-        "surrogate S.U.N. (Wyckoff level)": share(stable & first & is_novel),
+        "surrogate S.U.N. (Wyckoff level)": share(np.array(sun_flags(e_above_hull, first, is_novel))),
         "mean sites": f"{np.mean([len(crystal.sites) for crystal in crystals]):.2f}",
         "mean elements": f"{np.mean([len(set(crystal.elements)) for crystal in crystals]):.2f}",
     }

@@ -10,9 +10,9 @@ from typing import Protocol
 
 import numpy as np
 
+from ..evaluation.sun import METASTABLE as STABILITY_THRESHOLD  # eV/atom: the field's "stable" in S.U.N.
 from ..tokenization import WyckoffRepresentation
 
-STABILITY_THRESHOLD = 0.08  # eV/atom above the hull: the field's "stable" in S.U.N.
 STABILITY_WIDTH = 0.02  # eV/atom over which the stability score falls from ~0.98 to ~0.02 around the threshold
 SURROGATE_COLUMNS = ("e_above_hull", "formation_energy_per_atom")  # what a surrogate may predict, preferred first
 FAILED_E_ABOVE_HULL = 1.0  # eV/atom charged to a crystal that cannot be realised, relaxed or placed on the hull
