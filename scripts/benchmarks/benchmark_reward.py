@@ -67,6 +67,8 @@ def main() -> None:
     parser.add_argument("--dataset", required=True, help="prepared dataset: novelty is against train + validation")
     parser.add_argument("--surrogate", required=True, help="property model: e_above_hull or formation energy")
     args = parser.parse_args()
+    if bad := [item for item in args.samples if "=" not in item]:
+        parser.error(f"give each samples folder as NAME=FOLDER, got {bad}")
     folders = dict(item.split("=", 1) for item in args.samples)
     known = known_crystals(args.dataset)
     novel = KnownKeys(WyckoffRepresentation.canonical, known)
