@@ -243,3 +243,31 @@ def test_chgnet_stability_charges_failures_and_collapsed_relaxations(monkeypatch
     assert term.e_above_hull([CSCL, ZNS]).tolist() == [-2.1, FAILED_E_ABOVE_HULL]
     assert seen == [[0, 1], [2, 3]]
     assert term([NACL])[0] > 0.9
+
+
+def test_chgnet_labels_of_a_report_become_a_dataset_with_a_held_out_split(tmp_path, monkeypatch):
+    """The active-learning data: each relaxed crystal once (another labelling of rock salt is the same crystal),
+    collapsed relaxations left out, labels kept, the crystals split at random into train and test."""
+    import sys
+
+    import pandas as pd
+    from conftest import load_script
+
+    from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
+
+    report, out = tmp_path / "report", tmp_path / "labels"
+    (report / "stability").mkdir(parents=True)
+    other_labelling = WyckoffRepresentation.from_sites(225, [("Na", "b"), ("Cl", "a")], canonical=False)
+    crystals = [NACL, CSCL, other_labelling, KCL, ZNS]
+    (report / "samples.jsonl").write_text("".join(json.dumps(c.to_dict()) + "\n" for c in crystals))
+    pd.DataFrame({"index": [0, 1, 2, 4], "formation_energy_per_atom": [-2.1, -1.9, -2.0, -9.0],
+                  "e_above_hull": [0.0, 0.1, 0.05, -6.0]}).to_csv(report / "stability" / "relaxations.csv")
+    monkeypatch.setattr(sys, "argv", ["prepare_chgnet_labels.py", str(report), "--output-dir", str(out),
+                                      "--test-share", "0.5", "--validation-share", "0"])
+    load_script("prepare_chgnet_labels").main()
+    dataset = load_wyckoff_dataset(out)
+    assert {split: len(part) for split, part in dataset.items()} == {"train": 1, "test": 1}
+    rows = sorted((row for part in dataset.values() for row in part), key=lambda row: row["material_id"])
+    assert [row["material_id"] for row in rows] == [f"{report}:0", f"{report}:1"]
+    assert [representation_from_row(row) for row in rows] == [NACL, CSCL]
+    assert [row["e_above_hull"] for row in rows] == [0.0, 0.1] and rows[0]["formation_energy_per_atom"] == -2.1

@@ -17,6 +17,7 @@ from test_csp import NACL, brute_force, formula_units
 from test_generation_exactness import TINY
 
 from wyckoff_hf.cli import main
+from wyckoff_hf.evaluation.stability import chgnet_available
 from wyckoff_hf.generation.csp import predict_structures
 from wyckoff_hf.generation.search import SequenceSearch, search_structures
 from wyckoff_hf.modeling import WyckoffTransformerConfig, WyckoffTransformerForCrystalGeneration
@@ -113,6 +114,21 @@ def test_csp_command_searches_by_default_and_samples_on_request(tmp_path, model,
     assert "apply to --sample" in capsys.readouterr().err
 
 
+def test_csp_without_an_output_folder_prints_and_writes_nothing(tmp_path, model, tokenizer, capsys, monkeypatch):
+    checkpoint = tmp_path / "model"
+    model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    monkeypatch.chdir(tmp_path / "model")
+    before = sorted(path.name for path in checkpoint.iterdir())
+    assert main(["csp", "NaCl", "-n", "3", "--space-group", "225", "--max-atoms", "16", "--model", "."]) == 0
+    assert "3 likeliest crystals of NaCl by search" in capsys.readouterr().out
+    assert main(["csp", "NaCl", "-n", "300", "--sample", "--model", "."]) == 0
+    assert "more: pass --output-dir to keep them all" in capsys.readouterr().out
+    assert sorted(path.name for path in checkpoint.iterdir()) == before
+    assert main(["csp", "NaCl", "--structures", "--model", "."]) == 2
+    assert "--structures writes into a folder: pass --output-dir" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def shipped():
     from wyckoff_hf.generation.jobs import load_generator
@@ -134,6 +150,20 @@ def test_shipped_model_finds_the_perovskites_rock_salt_and_wurtzite(shipped):
     # the model ranks wurtzite 14th among GaN's crystals (rock salt 2nd; zincblende below the top 20)
     gan = strings(search_structures("GaN", model, tokenizer, k=20))
     assert "P63mc (186): Ga 2b, N 2b" in gan and gan.index("Fm-3m (225): Ga 4a, N 4b") < 3, gan
+
+
+@pytest.mark.skipif(not chgnet_available(), reason="needs the stability extra (chgnet)")
+def test_csp_relax_ranks_rock_salt_below_the_cesium_chloride_arrangement(tmp_path, capsys):
+    """The shipped model's three likeliest NaCl: rock salt, an R-3m stacking that relaxes into rock salt, and the
+    CsCl type, which CHGNet puts about 0.1 eV/atom above rock salt (the manifest records the energies)."""
+    assert main(["csp", "NaCl", "-n", "3", "--relax", "--num-workers", "1", "--output-dir", str(tmp_path)]) == 0
+    relaxed = json.loads((tmp_path / "manifest.json").read_text())["csp"]["relaxed"]
+    energies = [r["energy_per_atom"] for r in relaxed]
+    assert energies == sorted(energies) and relaxed[-1]["crystal"] == "Pm-3m (221): Na 1a, Cl 1b"
+    assert energies[-1] - energies[0] > 0.05 and energies[1] - energies[0] < 0.01
+    assert {r["space_group_relaxed"] for r in relaxed[:2]} == {225}
+    printed = capsys.readouterr().out
+    assert "by CHGNet energy after relaxation" in printed and "(relaxes to group 225)" in printed
 
 
 @pytest.mark.slow

@@ -128,9 +128,9 @@ def _add_csp(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "csp", help="crystal structure prediction: likeliest crystals of a composition",
         description="Find the likeliest crystals that hold exactly Z formula units of COMPOSITION (Z ≥ 1) under the "
-                    "model, by best-first search over its cascade (or, with --sample, by sampling), and write them, "
-                    "likeliest first, into OUTPUT_DIR/samples.jsonl (their log-probabilities in manifest.json) and, "
-                    "with --structures, their 3D structures.")
+                    "model, by best-first search over its cascade (or, with --sample, by sampling), and print them, "
+                    "likeliest first; with --output-dir, also write them into OUTPUT_DIR/samples.jsonl (their "
+                    "log-probabilities in manifest.json) and, with --structures, their 3D structures.")
     parser.add_argument("composition", help="chemical formula of the formula unit, e.g. SrTiO3")
     parser.add_argument("-n", "--num-samples", type=num_samples, default=None,
                         help=f"crystals to find (default: 10, at most {CSP_MAX_DISTINCT}); with --sample, crystals to "
@@ -147,6 +147,10 @@ def _add_csp(subparsers: argparse._SubParsersAction) -> None:
                              "can hold the composition)")
     parser.add_argument("--max-atoms", type=positive_int, default=None,
                         help="most atoms per conventional cell (default: the checkpoint's, 80 for MP-20)")
+    parser.add_argument("--relax", action="store_true",
+                        help="rank the listed crystals a second time by CHGNet energy per atom after relaxation "
+                             "(evaluate's screened protocol; about 10-20 s per crystal and process; needs the "
+                             "stability extra)")
     _add_sampling_arguments(parser)
     parser.set_defaults(run=_run_csp)
 
@@ -177,18 +181,22 @@ def _warn(args: argparse.Namespace, warnings: Sequence[str]) -> None:
         print(f"wyckoff-hf {args.command}: warning: {warning}", file=sys.stderr)
 
 
-def _start_job(args: argparse.Namespace):
+def _start_job(args: argparse.Namespace, output_optional: bool = False):
     """Check the output folder (before the model loads: fail in the first second), load the model, set threads;
-    returns the model, tokenizer, realisation settings and the manifest's generation settings so far."""
+    returns the model, tokenizer, realisation settings and the manifest's generation settings so far. With
+    ``output_optional`` (csp, whose answer is the printed list), no folder is needed unless structures are asked."""
     from transformers.utils.logging import disable_progress_bar
 
     from .generation.jobs import load_generator, set_threads
     from .generation.output import check_output_dir
     from .generation.realisation import RealisationSettings
 
-    if args.output_dir is None:
+    if args.output_dir is None and args.structures:
+        raise ValueError("--structures writes into a folder: pass --output-dir")
+    if args.output_dir is None and not output_optional:
         raise ValueError("the following argument is required: --output-dir")
-    check_output_dir(args.output_dir, args.overwrite)
+    if args.output_dir is not None:
+        check_output_dir(args.output_dir, args.overwrite)
     disable_progress_bar()  # transformers' bar for loading 50 tensors is noise before ours
     settings = RealisationSettings(args.seed, args.max_attempts, args.realise_timeout, args.format)
     model, tokenizer = load_generator(args.model, args.device)
@@ -332,13 +340,17 @@ def _run_csp(args: argparse.Namespace) -> int:
     from .generation.support import check_composition_support
 
     formula = formula_unit(args.composition)  # a bad formula fails before the model loads
+    if args.relax:
+        from .evaluation.stability import require_chgnet
+
+        require_chgnet()
     if not args.sample and (args.temperature is not None or args.field_temperatures):
         raise ValueError("--temperature and --field-temperature apply to --sample; the search ranks by the model's "
                          "probabilities at temperature 1")
     if not args.sample and (args.num_samples or 0) > CSP_MAX_DISTINCT:
         raise ValueError(f"-n {args.num_samples}: the search finds at most the {CSP_MAX_DISTINCT} likeliest crystals; "
                          "ask for fewer, or pass --sample")
-    model, tokenizer, settings, generation = _start_job(args)
+    model, tokenizer, settings, generation = _start_job(args, output_optional=True)
     _warn(args, check_composition_support(model, args.composition))
     csp = {"composition": formula, "method": "sample" if args.sample else "search",
            "max_atoms": effective_generation_settings(model, max_atoms=args.max_atoms)["max_atoms"]}
@@ -372,15 +384,44 @@ def _run_csp(args: argparse.Namespace) -> int:
         preview = [f"{len(predictions)} likeliest crystals of {args.composition} by search ({ending}; "
                    f"{predictions.seconds:.1f} s), likeliest first (log-probability, labellings found):"]
     csp.update(log_probabilities=[p.log_probability for p in predictions], counts=[p.count for p in predictions])
+    shown = predictions[:10] if args.sample else predictions  # the search prints all K it was asked for
+    hidden = len(predictions) - len(shown) if args.output_dir is None else 0  # else the file holds them
+    print("\n".join(preview + [f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in shown]
+                    + ([f"  ... {hidden} more: pass --output-dir to keep them all"] if hidden else [])))
+    if args.relax and shown and not stopped:
+        print(_relaxed_listing(shown, args, csp))
+    if args.output_dir is None:
+        return INTERRUPTED if stopped else 0
     out = write_samples(prepare_output_dir(args.output_dir, args.overwrite), [p.representation for p in predictions],
                         {"generation": generation, "csp": csp, **({"stopped": stopped} if stopped else {}),
                          **_realisation_record(args, settings)})
     if stopped:
         return _interrupted(out, found.drawn, count)
     print(f"wrote {len(predictions)} Wyckoff representations to {out / 'samples.jsonl'}")
-    shown = predictions[:10] if args.sample else predictions  # the search prints all K it was asked for
-    print("\n".join(preview + [f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in shown]))
     return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
+
+
+def _relaxed_listing(shown, args: argparse.Namespace, csp: dict) -> str:
+    """Relax the listed crystals, record them in the manifest's ``csp`` section, and list them by energy."""
+    from .generation.csp import rank_by_energy
+
+    relaxed = rank_by_energy(shown, args.num_workers, args.seed)
+    csp["relaxed"] = [{"crystal": str(r.prediction.representation), "energy_per_atom": r.energy_per_atom,
+                       "space_group_relaxed": r.space_group_relaxed, "failure": r.failure} for r in relaxed]
+    lowest = relaxed[0].energy_per_atom
+    lines = ["by CHGNet energy after relaxation (ΔE from the lowest in meV/atom, log-probability, model's rank, "
+             "space group after relaxation):"]
+    for r in relaxed:
+        rank = shown.index(r.prediction) + 1
+        if r.energy_per_atom is None:
+            lines.append(f"  {'failed':>8} {r.prediction.log_probability:8.2f} {rank:4d}  {r.prediction.representation}"
+                         f"  ({r.failure})")
+            continue
+        group = r.space_group_relaxed
+        kept = "keeps its group" if group == r.prediction.representation.space_group else f"relaxes to group {group}"
+        lines.append(f"  {1000 * (r.energy_per_atom - lowest):8.1f} {r.prediction.log_probability:8.2f} {rank:4d}  "
+                     f"{r.prediction.representation}  ({kept})")
+    return "\n".join(lines)
 
 
 def _add_realise(subparsers: argparse._SubParsersAction) -> None:

@@ -2,6 +2,9 @@
 
     python scripts/benchmarks/benchmark_surrogate.py --samples out/ --relaxation-cache CACHE/ \
         --surrogate wyckoff_hf/pretrained/mp20-biternary-formation-energy [--trials 3]
+    python scripts/benchmarks/benchmark_surrogate.py --dataset data_prepared/chgnet-labels --surrogate MODEL
+
+With ``--dataset`` (``scripts/prepare_chgnet_labels.py``), the labels are its held-out test split instead.
 
 Reads the samples of a generated folder and the CHGNet relaxations ``wyckoff-hf evaluate OUT --stability
 --stability-screen --relaxation-cache CACHE`` has finished so far (an unfinished run is fine: only the labelled
@@ -17,6 +20,7 @@ import argparse
 
 import numpy as np
 
+from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
 from wyckoff_hf.evaluation import load_samples
 from wyckoff_hf.evaluation.hull import packaged_hull
 from wyckoff_hf.evaluation.relaxation import SCREEN_FMAX, RelaxationCache, RelaxationSettings, Relaxed
@@ -47,15 +51,22 @@ def share(hits: int, total: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samples", required=True, help="folder written by wyckoff-hf generate")
-    parser.add_argument("--relaxation-cache", required=True, help="the --relaxation-cache of its evaluate run")
+    parser.add_argument("--samples", help="folder written by wyckoff-hf generate")
+    parser.add_argument("--relaxation-cache", help="the --relaxation-cache of its evaluate run")
+    parser.add_argument("--dataset", help="CHGNet-labelled prepared dataset: its test split instead of the two above")
     parser.add_argument("--surrogate", required=True, help="property model: e_above_hull or formation energy")
     parser.add_argument("--trials", type=int, default=3, help="the evaluate run's --stability-trials")
     parser.add_argument("--seed", type=int, default=0, help="the evaluate run's --seed")
     args = parser.parse_args()
-    crystals, chgnet, collapsed = chgnet_labels(args.samples, args.relaxation_cache, args.trials, args.seed)
+    if args.dataset:
+        test = load_wyckoff_dataset(args.dataset)["test"]
+        crystals, chgnet, collapsed = [representation_from_row(row) for row in test], np.array(test["e_above_hull"]), 0
+    elif args.samples and args.relaxation_cache:
+        crystals, chgnet, collapsed = chgnet_labels(args.samples, args.relaxation_cache, args.trials, args.seed)
+    else:
+        parser.error("pass --dataset, or --samples and --relaxation-cache")
     if not crystals:
-        raise SystemExit(f"no finished relaxation of {args.samples} in {args.relaxation_cache}")
+        raise SystemExit(f"no CHGNet label in {args.dataset or args.relaxation_cache}")
     surrogate = SurrogateStability(PropertyPredictor.from_pretrained(args.surrogate))
     predicted = surrogate.e_above_hull(crystals)
     stable, called = chgnet <= STABILITY_THRESHOLD, predicted <= STABILITY_THRESHOLD
