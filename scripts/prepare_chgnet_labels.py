@@ -30,9 +30,17 @@ from wyckoff_hf.tokenization import WyckoffRepresentation, WyckoffTokenizer
 
 
 def labelled_rows(report: Path, tokenizer: WyckoffTokenizer, seen: set) -> list[dict]:
-    """One row per relaxed, not collapsed, not yet seen crystal of ``report``."""
+    """One row per relaxed, not collapsed, not yet seen crystal of ``report``; none, said, for a folder that is not
+    a report with its samples."""
+    missing = [name for name in ("samples.jsonl", "stability/relaxations.csv") if not (report / name).is_file()]
+    if missing:
+        print(f"skipped {report}: no {' and no '.join(missing)} (an evaluate --stability folder with its samples)")
+        return []
     samples = (report / "samples.jsonl").read_text().splitlines()
     labels = pd.read_csv(report / "stability" / "relaxations.csv")
+    if len(labels) and labels["index"].max() >= len(samples):
+        raise SystemExit(f"{report}: relaxations.csv labels sample {labels['index'].max()}, samples.jsonl holds "
+                         f"{len(samples)}: not the samples that were evaluated")
     rows = []
     for label in labels.itertuples():
         crystal = WyckoffRepresentation.from_dict(json.loads(samples[label.index])).canonical()

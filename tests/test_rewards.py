@@ -245,7 +245,7 @@ def test_chgnet_stability_charges_failures_and_collapsed_relaxations(monkeypatch
     assert term([NACL])[0] > 0.9
 
 
-def test_chgnet_labels_of_a_report_become_a_dataset_with_a_held_out_split(tmp_path, monkeypatch):
+def test_chgnet_labels_of_a_report_become_a_dataset_with_a_held_out_split(tmp_path, monkeypatch, capsys):
     """The active-learning data: each relaxed crystal once (another labelling of rock salt is the same crystal),
     collapsed relaxations left out, labels kept, the crystals split at random into train and test."""
     import sys
@@ -262,9 +262,10 @@ def test_chgnet_labels_of_a_report_become_a_dataset_with_a_held_out_split(tmp_pa
     (report / "samples.jsonl").write_text("".join(json.dumps(c.to_dict()) + "\n" for c in crystals))
     pd.DataFrame({"index": [0, 1, 2, 4], "formation_energy_per_atom": [-2.1, -1.9, -2.0, -9.0],
                   "e_above_hull": [0.0, 0.1, 0.05, -6.0]}).to_csv(report / "stability" / "relaxations.csv")
-    monkeypatch.setattr(sys, "argv", ["prepare_chgnet_labels.py", str(report), "--output-dir", str(out),
-                                      "--test-share", "0.5", "--validation-share", "0"])
+    monkeypatch.setattr(sys, "argv", ["prepare_chgnet_labels.py", str(report), str(tmp_path), "--output-dir",
+                                      str(out), "--test-share", "0.5", "--validation-share", "0"])
     load_script("prepare_chgnet_labels").main()
+    assert f"skipped {tmp_path}: no samples.jsonl and no stability/relaxations.csv" in capsys.readouterr().out
     dataset = load_wyckoff_dataset(out)
     assert {split: len(part) for split, part in dataset.items()} == {"train": 1, "test": 1}
     rows = sorted((row for part in dataset.values() for row in part), key=lambda row: row["material_id"])

@@ -4,10 +4,12 @@
         [--methods search sample] [--groups sampled given] [--k 10] [--samples 100] [--time-limit 20]
         [--model DIR] [--seed 0] [--threads 2] [--log results.jsonl]
     python scripts/benchmarks/benchmark_csp.py --dataset data_prepared/mp20-biternary-dev --split test --num 200 ...
+    python scripts/benchmarks/benchmark_csp.py --csv VAL TEST --formulas NaCl GaN SrTiO3 ... --groups sampled
 
-For the first ``--num`` distinct reduced formulas of the split (a prepared dataset, or a CDVAE-format CSV whose
-crystals of those formulas are tokenised here with spglib), each method predicts the crystals of that composition
-(any Z), with the space group sampled from the prior or given (that of the formula's first crystal in the split):
+For the first ``--num`` distinct reduced formulas of the split (a prepared dataset, or CDVAE-format CSVs whose
+crystals of those formulas are tokenised here with spglib; or the CSVs' crystals of ``--formulas``), each method
+predicts the crystals of that composition (any Z), with the space group sampled from the prior or given (that of
+the formula's first crystal in the split):
 
 - ``search``: ``search_structures``, the ``--k`` likeliest crystals by best-first search over the cascade;
 - ``sample``: ``predict_structures``, ``--samples`` draws under the composition masks, the distinct crystals ranked
@@ -45,10 +47,11 @@ def split_truths(args: argparse.Namespace) -> tuple[dict[str, set], dict[str, in
 
         from wyckoff_hf.tokenization import WyckoffError, WyckoffRepresentation
 
-        rows = pd.read_csv(args.csv)
+        rows = pd.concat([pd.read_csv(path) for path in args.csv])
+        wanted = args.formulas and {Composition(formula).reduced_formula for formula in args.formulas}
         for cif, formula in zip(rows["cif"], rows["pretty_formula"], strict=True):
             formula = Composition(formula).reduced_formula
-            if formula in truths or len(truths) < args.num:
+            if formula in wanted if wanted else formula in truths or len(truths) < args.num:
                 try:
                     crystal = WyckoffRepresentation.from_structure(cif)
                 except WyckoffError:
@@ -71,7 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="prepared dataset folder (scripts/prepare_dataset.py)")
-    source.add_argument("--csv", help="CDVAE-format CSV split (cif and pretty_formula columns)")
+    source.add_argument("--csv", nargs="+", help="CDVAE-format CSV split(s) (cif and pretty_formula columns)")
+    parser.add_argument("--formulas", nargs="+", help="with --csv: these formulas (those the files hold) instead")
     parser.add_argument("--split", default="test", help="split of --dataset whose compositions are predicted")
     parser.add_argument("--num", type=int, default=200, help="compositions: the split's first NUM distinct formulas")
     parser.add_argument("--methods", nargs="+", choices=("search", "sample"), default=["search", "sample"])
@@ -121,7 +125,8 @@ def main() -> None:
         if args.log:
             with open(args.log, "a") as log:
                 log.write(json.dumps(outcome) + "\n")
-    print(f"model: {args.model or 'shipped'}; {done} formulas of {args.csv or args.dataset + ' ' + args.split}; "
+    source = " ".join(args.csv) if args.csv else f"{args.dataset} {args.split}"
+    print(f"model: {args.model or 'shipped'}; {done} formulas of {source}; "
           f"search k={args.k} (limits {args.time_limit} s, {args.budget} expansions), sampling {args.samples} "
           f"samples at the checkpoint's temperature; torch {torch.__version__}, {args.threads} threads")
     print("| space group | method | formulas | " + " | ".join(f"top-{k}" for k in TOP_K)
