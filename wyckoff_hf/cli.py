@@ -403,7 +403,7 @@ def _run_csp(args: argparse.Namespace) -> int:
 
 def _relaxed_listing(shown, args: argparse.Namespace, csp: dict) -> str:
     """Relax the listed crystals, record them in the manifest's ``csp`` section, and list them by energy."""
-    from .generation.csp import rank_by_energy
+    from .evaluation.relaxation import rank_by_energy
 
     relaxed = rank_by_energy(shown, args.num_workers, args.seed)
     csp["relaxed"] = [{"crystal": str(r.prediction.representation), "energy_per_atom": r.energy_per_atom,

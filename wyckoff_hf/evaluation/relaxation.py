@@ -27,6 +27,9 @@ in a higher minimum than the same trial relaxed directly; refining the two lowes
 ``device`` runs CHGNet on an accelerator; it changes where, not what, so it is not part of a cache key. Every
 failure (pyxtal, CHGNet, time limit) is kept with its reason; a sample fails only when all its trials fail.
 
+``rank_by_energy`` relaxes crystal structure predictions (``wyckoff-hf csp --relax``) and ranks them by energy per
+atom: polymorphs of one composition compare without a hull.
+
 A relaxation run takes hours on a few cores, so ``relax_samples`` can keep each finished sample in a cache
 folder (one JSON file per sample, written as soon as the sample's result arrives, named by a hash of the
 representation, its index and the protocol): a run that is interrupted, or split between machines, resumes
@@ -40,6 +43,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import multiprocessing
 import time
 import warnings
@@ -59,6 +63,8 @@ if TYPE_CHECKING:
     from ase import Atoms
     from chgnet.model import CHGNet
     from pymatgen.core import Structure
+
+    from ..generation.csp import StructurePrediction
 
 SYMPREC = 0.1  # Å, the tokenizer's tolerance: the space group "after relaxation" is the one it would read
 SCREEN_FMAX = 0.1  # eV/Å, the loose screening stage ``wyckoff-hf evaluate --stability-screen`` uses
@@ -391,3 +397,26 @@ def relax_samples(representations: Sequence[WyckoffRepresentation], settings: Re
         if relaxation_cache is not None:
             relaxation_cache.store(representations[position], indices[position], settings, result)
     return [results[position] for position in range(len(representations))]
+
+
+@dataclass(frozen=True)
+class RelaxedPrediction:
+    """A prediction after CHGNet relaxation: energy per atom (``None`` when every trial failed, ``failure`` says
+    why) and the space group spglib finds in the relaxed cell (``None``: none at the tokenizer's symprec)."""
+
+    prediction: StructurePrediction
+    energy_per_atom: float | None
+    space_group_relaxed: int | None
+    failure: str | None = None
+
+
+def rank_by_energy(predictions: Sequence[StructurePrediction], num_workers: int | None = None, seed: int = 0,
+                   ) -> list[RelaxedPrediction]:
+    """Relax every prediction with CHGNet under ``evaluate --stability-screen``'s protocol (three pyxtal trials
+    relaxed loosely, the lowest refined to 0.02 eV/Å, symmetry kept) over ``num_workers`` processes and order them
+    by energy per atom, lowest first; failures go last, in the model's order."""
+    settings = RelaxationSettings(screen_fmax=SCREEN_FMAX, seed=seed)
+    results = relax_samples([p.representation for p in predictions], settings, num_workers=num_workers)
+    relaxed = [RelaxedPrediction(p, r.energy_per_atom, r.space_group_relaxed) if isinstance(r, Relaxed)
+               else RelaxedPrediction(p, None, None, r.reason) for p, r in zip(predictions, results, strict=True)]
+    return sorted(relaxed, key=lambda r: math.inf if r.energy_per_atom is None else r.energy_per_atom)

@@ -9,8 +9,6 @@ _EXPORTS = {
     "StructurePrediction": ".csp",
     "formula_unit": ".csp",
     "predict_structures": ".csp",
-    "RelaxedPrediction": ".csp",
-    "rank_by_energy": ".csp",
     "SearchResults": ".search",
     "search_structures": ".search",
     "DEFAULT_MODEL": ".jobs",

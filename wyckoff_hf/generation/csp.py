@@ -12,9 +12,6 @@ log p(S) + log Σ p(labelling | S) over its distinct labellings (teacher-forced 
 from 16 of them where there are more), its probability as a crystal, which orders crystals as the model's
 conditional p(crystal | composition) does (the two differ by a constant). With a given space group the constant
 log p(S) is left out (the prior may never have seen that group).
-
-``rank_by_energy`` ranks the predictions a second time by CHGNet energy per atom after relaxation, the way CSP users
-check a model: polymorphs of one composition compare without a hull.
 """
 
 from __future__ import annotations
@@ -201,27 +198,3 @@ def predict_structures(composition: str | Mapping[str, float] | Any, model, toke
                                                              with_prior=space_group is None))
     return found.predictions()
 
-
-@dataclass(frozen=True)
-class RelaxedPrediction:
-    """A prediction after CHGNet relaxation: energy per atom (``None`` when every trial failed, ``failure`` says
-    why) and the space group spglib finds in the relaxed cell (``None``: none at the tokenizer's symprec)."""
-
-    prediction: StructurePrediction
-    energy_per_atom: float | None
-    space_group_relaxed: int | None
-    failure: str | None = None
-
-
-def rank_by_energy(predictions: Sequence[StructurePrediction], num_workers: int | None = None, seed: int = 0,
-                   ) -> list[RelaxedPrediction]:
-    """Relax every prediction with CHGNet under ``evaluate --stability-screen``'s protocol (three pyxtal trials
-    relaxed loosely, the lowest refined to 0.02 eV/Å, symmetry kept) over ``num_workers`` processes and order them
-    by energy per atom, lowest first; failures go last, in the model's order."""
-    from ..evaluation.relaxation import SCREEN_FMAX, RelaxationSettings, Relaxed, relax_samples
-
-    settings = RelaxationSettings(screen_fmax=SCREEN_FMAX, seed=seed)
-    results = relax_samples([p.representation for p in predictions], settings, num_workers=num_workers)
-    relaxed = [RelaxedPrediction(p, r.energy_per_atom, r.space_group_relaxed) if isinstance(r, Relaxed)
-               else RelaxedPrediction(p, None, None, r.reason) for p, r in zip(predictions, results, strict=True)]
-    return sorted(relaxed, key=lambda r: math.inf if r.energy_per_atom is None else r.energy_per_atom)
