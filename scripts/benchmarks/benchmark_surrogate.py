@@ -45,8 +45,10 @@ def chgnet_labels(samples: str, cache: str, trials: int, seed: int) -> tuple[lis
 
 
 def share(hits: int, total: int) -> str:
+    if not total:  # e.g. the surrogate's unstable among samples its own filter kept
+        return "n/a"
     low, high = wilson_interval(hits, total)
-    return f"{hits / total:.1%} [{low:.1%}, {high:.1%}] ({hits}/{total})" if total else "n/a"
+    return f"{hits / total:.1%} [{low:.1%}, {high:.1%}] ({hits}/{total})"
 
 
 def main() -> None:
