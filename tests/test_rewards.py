@@ -76,6 +76,21 @@ def test_surrogate_stability_from_a_formation_energy_goes_through_the_proxy_hull
         SurrogateStability(stand_in_predictor("band_gap", [1.0]))
 
 
+def test_the_surrogate_on_chgnet_labels_is_stricter_on_generated_crystals_than_the_mp_one():
+    """The MP-trained predictor calls about 90 % of the shipped sampler's crystals stable, CHGNet about 60 %; the one
+    fine-tuned on CHGNet labels of generated crystals about half (and it has unlearned known crystals: rock salt
+    NaCl comes out 0.36 eV/atom above the hull, which the MP-trained one places on it)."""
+    from wyckoff_hf.generation import PRETRAINED, load_generator, sample_crystals
+    from wyckoff_hf.prediction import PropertyPredictor
+
+    crystals = sample_crystals(*load_generator(), 200, seed=0, progress=False)
+    names = ("mp20-biternary-formation-energy", "mp20-biternary-stability-surrogate")
+    stable = {name: SurrogateStability(PropertyPredictor.from_pretrained(PRETRAINED / name)).e_above_hull(
+        [NACL, *crystals]) <= 0.08 for name in names}
+    assert stable[names[0]][0] and not stable[names[1]][0]
+    assert stable[names[1]][1:].mean() < 0.65 < 0.8 < stable[names[0]][1:].mean()
+
+
 def test_group_advantages_are_standardised_within_each_group():
     rewards = np.array([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
     advantages = group_advantages(rewards, 3)
