@@ -61,8 +61,12 @@ def main() -> None:
     parser.add_argument("--validation-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if min(args.test_share, args.validation_share) < 0 or args.test_share + args.validation_share >= 1:
+        parser.error("--test-share and --validation-share must be at least 0 and leave a share for training")
     tokenizer, seen = WyckoffTokenizer(), set()
     rows = [row for report in args.reports for row in labelled_rows(report, tokenizer, seen)]
+    if not rows:
+        raise SystemExit("no CHGNet-labelled crystal in these reports: nothing written")
     order = np.random.default_rng(args.seed).permutation(len(rows))
     test, validation = round(args.test_share * len(rows)), round(args.validation_share * len(rows))
     parts = {"test": order[:test], "validation": order[test:test + validation], "train": order[test + validation:]}

@@ -287,3 +287,8 @@ def test_chgnet_labels_of_a_report_become_a_dataset_with_a_held_out_split(tmp_pa
     assert [row["material_id"] for row in rows] == [f"{report}:0", f"{report}:1"]
     assert [representation_from_row(row) for row in rows] == [NACL, CSCL]
     assert [row["e_above_hull"] for row in rows] == [0.0, 0.1] and rows[0]["formation_energy_per_atom"] == -2.1
+    monkeypatch.setattr(sys, "argv", ["prepare_chgnet_labels.py", str(report), "--output-dir", str(out),
+                                      "--test-share", "0.7", "--validation-share", "0.3"])
+    with pytest.raises(SystemExit):
+        load_script("prepare_chgnet_labels").main()
+    assert "leave a share for training" in capsys.readouterr().err

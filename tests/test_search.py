@@ -129,6 +129,25 @@ def test_csp_without_an_output_folder_prints_and_writes_nothing(tmp_path, model,
     assert "--structures writes into a folder: pass --output-dir" in capsys.readouterr().err
 
 
+def test_ctrl_c_during_csp_relax_keeps_the_crystals_found(tmp_path, model, tokenizer, capsys, monkeypatch):
+    import wyckoff_hf.evaluation.relaxation as relaxation
+    import wyckoff_hf.evaluation.stability as stability
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stability, "require_chgnet", lambda: None)
+    monkeypatch.setattr(relaxation, "rank_by_energy", interrupted)
+    checkpoint, out = tmp_path / "model", tmp_path / "out"
+    model.save_pretrained(checkpoint)
+    tokenizer.save_pretrained(checkpoint)
+    assert main(["csp", "NaCl", "-n", "3", "--space-group", "225", "--max-atoms", "16", "--model", str(checkpoint),
+                 "--relax", "--output-dir", str(out)]) == 130
+    assert len((out / "samples.jsonl").read_text().splitlines()) == 3
+    assert "relaxed" not in json.loads((out / "manifest.json").read_text())["csp"]
+    assert "interrupted: relaxation stopped" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def shipped():
     from wyckoff_hf.generation.jobs import load_generator

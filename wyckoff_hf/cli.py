@@ -388,16 +388,23 @@ def _run_csp(args: argparse.Namespace) -> int:
     hidden = len(predictions) - len(shown) if args.output_dir is None else 0  # else the file holds them
     print("\n".join(preview + [f"  {p.log_probability:8.2f} {p.count:4d}  {p.representation}" for p in shown]
                     + ([f"  ... {hidden} more: pass --output-dir to keep them all"] if hidden else [])))
+    relaxation_stopped = False
     if args.relax and shown and not stopped:
-        print(_relaxed_listing(shown, args, csp))
+        try:
+            print(_relaxed_listing(shown, args, csp))
+        except KeyboardInterrupt:  # the found crystals are still written below
+            relaxation_stopped = True
+            print("\ninterrupted: relaxation stopped; the crystals are ranked by the model only", file=sys.stderr)
     if args.output_dir is None:
-        return INTERRUPTED if stopped else 0
+        return INTERRUPTED if stopped or relaxation_stopped else 0
     out = write_samples(prepare_output_dir(args.output_dir, args.overwrite), [p.representation for p in predictions],
                         {"generation": generation, "csp": csp, **({"stopped": stopped} if stopped else {}),
                          **_realisation_record(args, settings)})
     if stopped:
         return _interrupted(out, found.drawn, count)
     print(f"wrote {len(predictions)} Wyckoff representations to {out / 'samples.jsonl'}")
+    if relaxation_stopped:
+        return INTERRUPTED
     return _realise_and_report(out, args.num_workers, settings) if args.structures else 0
 
 
@@ -406,13 +413,14 @@ def _relaxed_listing(shown, args: argparse.Namespace, csp: dict) -> str:
     from .evaluation.relaxation import rank_by_energy
 
     relaxed = rank_by_energy(shown, args.num_workers, args.seed)
+    model_rank = {id(prediction): rank for rank, prediction in enumerate(shown, 1)}
     csp["relaxed"] = [{"crystal": str(r.prediction.representation), "energy_per_atom": r.energy_per_atom,
                        "space_group_relaxed": r.space_group_relaxed, "failure": r.failure} for r in relaxed]
     lowest = relaxed[0].energy_per_atom
     lines = ["by CHGNet energy after relaxation (ΔE from the lowest in meV/atom, log-probability, model's rank, "
              "space group after relaxation):"]
     for r in relaxed:
-        rank = shown.index(r.prediction) + 1
+        rank = model_rank[id(r.prediction)]
         if r.energy_per_atom is None:
             lines.append(f"  {'failed':>8} {r.prediction.log_probability:8.2f} {rank:4d}  {r.prediction.representation}"
                          f"  ({r.failure})")

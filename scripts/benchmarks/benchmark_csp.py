@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log", default=None, help="append each formula's outcome to this JSON-lines file")
     args = parser.parse_args()
+    if args.formulas and not args.csv:
+        parser.error("--formulas chooses among the crystals of --csv files")
     warnings.simplefilter("ignore", UserWarning)  # pymatgen's notes on elements without electronegativity
 
     torch.set_num_threads(args.threads)

@@ -197,4 +197,3 @@ def predict_structures(composition: str | Mapping[str, float] | Any, model, toke
                   lambda crystals: crystal_log_probabilities(model, tokenizer, crystals,
                                                              with_prior=space_group is None))
     return found.predictions()
-
