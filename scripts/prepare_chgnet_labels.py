@@ -2,7 +2,7 @@
 active-learning step of reward fine-tuning: the surrogate learns where the generator goes, not only MP's crystals).
 
     python scripts/prepare_chgnet_labels.py REPORT [REPORT ...] --output-dir data_prepared/chgnet-labels \
-        [--test-share 0.2] [--validation-share 0.1] [--seed 0]
+        [--test-share 0.2] [--validation-share 0.1] [--seed 0] [--overwrite]
     python scripts/train.py --task property --target formation_energy_per_atom \
         --init-from wyckoff_hf/pretrained/mp20-biternary-formation-energy --dataset data_prepared/chgnet-labels ...
 
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict
 
-from wyckoff_hf.data import representation_columns, write_parquet_splits
+from wyckoff_hf.data import claim_output_folder, representation_columns, write_parquet_splits
 from wyckoff_hf.evaluation.stability import COLLAPSED_FORMATION_ENERGY
 from wyckoff_hf.tokenization import WyckoffRepresentation, WyckoffTokenizer
 
@@ -57,6 +57,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("reports", nargs="+", type=Path, help="evaluate --stability folders with samples.jsonl")
     parser.add_argument("--output-dir", type=Path, required=True)
+    parser.add_argument("--overwrite", action="store_true", help="replace a prepared dataset already there")
     parser.add_argument("--test-share", type=float, default=0.2)
     parser.add_argument("--validation-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
@@ -67,6 +68,10 @@ def main() -> None:
     rows = [row for report in args.reports for row in labelled_rows(report, tokenizer, seen)]
     if not rows:
         raise SystemExit("no CHGNet-labelled crystal in these reports: nothing written")
+    try:
+        claim_output_folder(args.output_dir, args.overwrite)
+    except FileExistsError as err:
+        parser.error(str(err))
     order = np.random.default_rng(args.seed).permutation(len(rows))
     test, validation = round(args.test_share * len(rows)), round(args.validation_share * len(rows))
     parts = {"test": order[:test], "validation": order[test:test + validation], "train": order[test + validation:]}

@@ -1,7 +1,8 @@
 """Prepare a CDVAE-format crystal dataset (MP-20 and friends) as a Hugging Face dataset of Wyckoff representations.
 
     python scripts/prepare_dataset.py --source ../shared/data/mp_20_biternary --layout mp20-biternary-dev \
-        --output-dir data_prepared/mp20-biternary-dev --num-workers 2 [--max-rows N] [--push-to-hub ORG/NAME]
+        --output-dir data_prepared/mp20-biternary-dev --num-workers 2 [--max-rows N] [--overwrite] \\
+        [--push-to-hub ORG/NAME]
 
 Writes ``OUT/data/{split}-00000-of-00001.parquet``, ``OUT/failures.csv`` (structures excluded and why),
 ``OUT/statistics.json`` (per-split statistics), ``OUT/distributions.png`` and the dataset card
@@ -22,6 +23,7 @@ from wyckoff_hf.cards import render_dataset_card
 from wyckoff_hf.data import (
     LAYOUTS,
     add_wyckoff_columns,
+    claim_output_folder,
     load_crystal_csv_splits,
     push_prepared_dataset,
     representation_from_row,
@@ -37,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--source", type=Path, required=True, help="folder of train/val/test.csv[.gz]")
     parser.add_argument("--layout", choices=sorted(LAYOUTS), default="cdvae", help="which file feeds which split")
     parser.add_argument("--output-dir", "--out", dest="out", type=Path, required=True, help="output folder")
+    parser.add_argument("--overwrite", action="store_true", help="replace a prepared dataset already in it")
     parser.add_argument("--num-workers", "--num-proc", type=int, default=None,
                         help="worker processes for the conversion (default: this process only)")
     parser.add_argument("--max-rows", type=int, default=None, help="use only the first N rows of every split")
@@ -66,11 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         except HubRepoError as err:
             raise SystemExit(f"prepare_dataset.py: error: {err}") from None
     try:
+        claim_output_folder(args.out, args.overwrite)
         source = load_crystal_csv_splits(args.source, args.layout, max_rows=args.max_rows)
-    except FileNotFoundError as err:
+    except (FileNotFoundError, FileExistsError) as err:
         raise SystemExit(f"prepare_dataset.py: error: {err}") from None
     dataset, failures = add_wyckoff_columns(source, num_proc=args.num_workers, symprec=args.symprec)
-    args.out.mkdir(parents=True, exist_ok=True)
     write_parquet_splits(dataset, args.out)
     failures.to_csv(args.out / "failures.csv", index=False)
 

@@ -240,6 +240,17 @@ def test_prepare_script_options(tmp_path: Path, prepare_script) -> None:
         prepare_script.parse_args([*base, "--max-rows", "0"])
 
 
+def test_prepare_script_refuses_an_earlier_dataset_before_converting(tmp_path: Path, two_split_folder: Path,
+                                                                     prepare_script) -> None:
+    shard = tmp_path / "out" / "data" / "test-00000-of-00001.parquet"
+    shard.parent.mkdir(parents=True)
+    shard.write_bytes(b"an earlier run")
+    with pytest.raises(SystemExit, match=r"^prepare_dataset.py: error: .*out already holds a prepared dataset "
+                                         r"\(test-00000-of-00001.parquet\): pass --overwrite"):
+        prepare_script.main(["--source", str(two_split_folder), "--out", str(tmp_path / "out")])
+    assert shard.read_bytes() == b"an earlier run" and sorted(shard.parent.parent.iterdir()) == [shard.parent]
+
+
 def test_hub_repo_is_created_or_refused_in_one_line(tmp_path: Path, fake_hub, monkeypatch) -> None:
     """The check ``--push-to-hub`` runs before the long job, against the Hub stand-in at the HTTP boundary."""
     monkeypatch.setattr(constants, "ENDPOINT", fake_hub.endpoint)

@@ -292,3 +292,13 @@ def test_chgnet_labels_of_a_report_become_a_dataset_with_a_held_out_split(tmp_pa
     with pytest.raises(SystemExit):
         load_script("prepare_chgnet_labels").main()
     assert "leave a share for training" in capsys.readouterr().err
+
+    again = ["prepare_chgnet_labels.py", str(report), "--output-dir", str(out), "--test-share", "0"]
+    monkeypatch.setattr(sys, "argv", again)
+    with pytest.raises(SystemExit):
+        load_script("prepare_chgnet_labels").main()
+    assert "already holds a prepared dataset (test-00000-of-00001.parquet, train-" in capsys.readouterr().err
+    assert set(load_wyckoff_dataset(out)) == {"train", "test"}
+    monkeypatch.setattr(sys, "argv", [*again, "--overwrite"])
+    load_script("prepare_chgnet_labels").main()
+    assert {split: len(part) for split, part in load_wyckoff_dataset(out).items()} == {"train": 2}  # no stale test

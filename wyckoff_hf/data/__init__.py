@@ -9,6 +9,7 @@ from .columns import (
     representation_from_row,
 )
 from .prepared import (
+    claim_output_folder,
     load_wyckoff_dataset,
     local_data_files,
     push_prepared_dataset,
@@ -24,6 +25,7 @@ __all__ = [
     "REPRESENTATION_FEATURES",
     "TOKEN_FEATURES",
     "add_wyckoff_columns",
+    "claim_output_folder",
     "load_crystal_csv_splits",
     "load_wyckoff_dataset",
     "local_data_files",

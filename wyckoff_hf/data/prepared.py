@@ -17,8 +17,24 @@ def shard_name(split: str, index: int = 0, count: int = 1) -> str:
     return f"{split}-{index:05d}-of-{count:05d}.parquet"
 
 
+def _shards(out: str | Path) -> list[Path]:
+    return sorted(p for p in (Path(out) / DATA_DIR).glob("*.parquet") if SHARD_PATTERN.match(p.name))
+
+
+def claim_output_folder(out: str | Path, overwrite: bool = False) -> None:
+    """Check, before the work starts, the folder a prepared dataset goes to: one that holds an earlier run's shards
+    is refused unless ``overwrite``."""
+    if _shards(out) and not overwrite:
+        raise FileExistsError(f"{out} already holds a prepared dataset ({', '.join(p.name for p in _shards(out))}): "
+                              "pass --overwrite to replace it, or choose another folder")
+
+
 def write_parquet_splits(dataset: DatasetDict, out: str | Path) -> dict[str, Path]:
-    """Write each split as ``out/data/{split}-00000-of-00001.parquet``; returns the written path per split."""
+    """Write each split as ``out/data/{split}-00000-of-00001.parquet``, in place of the shards already there (a split
+    the new dataset lacks would otherwise load beside it; ``claim_output_folder`` asks first); returns the written
+    path per split."""
+    for shard in _shards(out):
+        shard.unlink()
     data_dir = Path(out) / DATA_DIR
     data_dir.mkdir(parents=True, exist_ok=True)
     written = {}
