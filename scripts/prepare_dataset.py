@@ -1,7 +1,7 @@
 """Prepare a CDVAE-format crystal dataset (MP-20 and friends) as a Hugging Face dataset of Wyckoff representations.
 
     python scripts/prepare_dataset.py --source ../shared/data/mp_20_biternary --layout mp20-biternary-dev \
-        --output-dir data_prepared/mp20-biternary-dev --num-workers 2 [--max-rows N] [--overwrite] \\
+        --output-dir data_prepared/mp20-biternary-dev --num-workers 2 [--max-rows N] [--overwrite] \
         [--push-to-hub ORG/NAME]
 
 Writes ``OUT/data/{split}-00000-of-00001.parquet``, ``OUT/failures.csv`` (structures excluded and why),
