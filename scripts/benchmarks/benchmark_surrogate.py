@@ -4,7 +4,8 @@
         --surrogate wyckoff_hf/pretrained/mp20-biternary-formation-energy [--trials 3]
     python scripts/benchmarks/benchmark_surrogate.py --dataset data_prepared/chgnet-labels --surrogate MODEL
 
-With ``--dataset`` (``scripts/prepare_chgnet_labels.py``), the labels are its held-out test split instead.
+With ``--dataset`` (``scripts/prepare_chgnet_labels.py``), the labels are its held-out test split instead. With
+``--known DATASET`` the precision is also given apart for structure types new to DATASET's train split and known ones.
 
 Reads the samples of a generated folder and the CHGNet relaxations ``wyckoff-hf evaluate OUT --stability
 --stability-screen --relaxation-cache CACHE`` has finished so far (an unfinished run is fine: only the labelled
@@ -23,6 +24,7 @@ import numpy as np
 from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
 from wyckoff_hf.evaluation import load_samples
 from wyckoff_hf.evaluation.hull import packaged_hull
+from wyckoff_hf.evaluation.novelty import novel_templates
 from wyckoff_hf.evaluation.relaxation import SCREEN_FMAX, RelaxationCache, RelaxationSettings, Relaxed
 from wyckoff_hf.evaluation.stability import place_on_hull
 from wyckoff_hf.evaluation.sun import wilson_interval
@@ -57,6 +59,7 @@ def main() -> None:
     parser.add_argument("--relaxation-cache", help="the --relaxation-cache of its evaluate run")
     parser.add_argument("--dataset", help="CHGNet-labelled prepared dataset: its test split instead of the two above")
     parser.add_argument("--surrogate", required=True, help="property model: e_above_hull or formation energy")
+    parser.add_argument("--known", help="prepared dataset: precision apart for templates new to its train split")
     parser.add_argument("--trials", type=int, default=3, help="the evaluate run's --stability-trials")
     parser.add_argument("--seed", type=int, default=0, help="the evaluate run's --seed")
     args = parser.parse_args()
@@ -87,6 +90,13 @@ def main() -> None:
                                                                          int(called.sum())),
         "CHGNet-stable among the surrogate's unstable": share(int((stable & ~called).sum()), int((~called).sum())),
     }
+    if args.known:
+        new = np.array(novel_templates(crystals, [representation_from_row(row) for row in
+                                                  load_wyckoff_dataset(args.known)["train"]]))
+        for name, part in (("known", ~new), ("new", new)):
+            rows[f"precision on {name} templates (CHGNet's rate among them)"] = (
+                f"{share(int((stable & called & part).sum()), int((called & part).sum()))} "
+                f"({share(int((stable & part).sum()), int(part.sum()))})")
     print("| value | |\n|---|---|\n" + "\n".join(f"| {name} | {value} |" for name, value in rows.items()))
 
 if __name__ == "__main__":
