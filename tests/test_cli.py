@@ -328,6 +328,28 @@ def test_a_relaxation_cache_without_stability_is_refused_in_one_line(tmp_path, c
     assert message == f"wyckoff-hf evaluate: error: relaxation cache {tmp_path / 'a_file'}: exists and is not a folder"
 
 
+def test_relax_only_fills_the_cache_with_its_share_in_order_and_stops(tmp_path, capsys, monkeypatch):
+    """One machine's share of a split run: FIRST..LAST (downward here) into the cache, the invalid sample skipped."""
+    pytest.importorskip("chgnet")
+    from wyckoff_hf.evaluation import relaxation
+
+    samples = tmp_path / "samples.jsonl"
+    rows = [NACL.to_dict(), {"space_group": 225, "sites": [["Na", "a"], ["Cl", "a"]]}, PNMA.to_dict(), NACL.to_dict()]
+    samples.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    calls = []
+    monkeypatch.setattr(relaxation, "relax_representation",
+                        lambda rep, index, settings, e: calls.append(index) or relaxation.RelaxationFailure(index, "x"))
+    argv = ["evaluate", str(samples), "--reference", "unused", "--stability", "--stability-screen", "--num-workers",
+            "1", "--relaxation-cache", str(tmp_path / "cache"), "--relax-only", "2", "0"]
+    assert main(argv) == 0
+    assert calls == [2, 0] and capsys.readouterr().out.strip().endswith(f"relaxed 2 valid samples of 2-0 into "
+                                                                         f"{tmp_path / 'cache'}")
+    assert sorted(path.name[:6] for path in (tmp_path / "cache").iterdir()) == ["000000", "000002"]
+    assert main([*argv[:-3], "--relax-only", "0", "3"]) == 0 and calls == [2, 0, 3]  # the cached ones are kept
+    assert main([*argv[:-5], "--relax-only", "0", "3"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--relax-only fills --relaxation-cache: it needs one")
+
+
 def test_realise_keeps_a_folders_format_and_refuses_an_option_that_changes_it(tmp_path, capsys):
     out = generated_folder(tmp_path / "out", [NACL, PNMA], RealisationSettings(format="extxyz"))
     assert main(["realise", str(out), "--format", "cif", "--num-workers", "1"]) == 2

@@ -358,34 +358,6 @@ def write_stability_run(folder, e_above_hull, seconds, groups_relaxed, sun):
         folder / stability.STABILITY_DIR / stability.RELAXATIONS_FILE, index=False)
 
 
-def test_compare_stability_runs_matches_samples_by_index(tmp_path, capsys):
-    compare = load_script("diagnostics/compare_stability_runs")
-    write_stability_run(tmp_path / "full", [0.0, 0.05, 0.3], [30.0, 30.0, 30.0], [225, 225, 221], 0.5)
-    write_stability_run(tmp_path / "screen", [0.02, 0.10], [10.0, 5.0], [225, 225], 0.25)  # a prefix of the samples
-    compare.main([str(tmp_path / "full"), str(tmp_path / "screen")])
-    out = capsys.readouterr().out
-    assert "| sun | 50.0 % [9.5, 90.5] | 25.0 % [9.5, 90.5] |" in out
-    assert "On the 2 samples both relaxed" in out
-    assert "mean +0.0350, mean absolute 0.0350, largest 0.0500 eV/atom" in out
-    assert "same 'within 0.08' label for 50.0 % of the samples" in out and "relaxation time full / screen: 4.00" in out
-    # a third run (the reference with other trials) gets its own column and its own line against the reference
-    write_stability_run(tmp_path / "seed1", [0.1, 0.05, 0.3], [20.0, 20.0, 20.0], [225, 225, 225], 0.25)
-    compare.main([str(tmp_path / "full"), str(tmp_path / "screen"), str(tmp_path / "seed1"),
-                  "--names", "full", "screen", "full, seed 1"])
-    out = capsys.readouterr().out
-    assert "| metric | full | screen | full, seed 1 |\n|---|---:|---:|---:|" in out
-    assert "On the 2 samples all relaxed" in out
-    assert "| within 0.08 eV/atom of the hull | 100.0 % | 50.0 % | 50.0 % |" in out
-    assert "full, seed 1 minus full: mean +0.0500, mean absolute 0.0500, largest 0.1000 eV/atom; same 'within 0.08' " \
-           "label for 50.0 % of the samples; relaxation time full / full, seed 1: 1.50" in out
-    with pytest.raises(SystemExit):
-        compare.main([str(tmp_path / "full"), str(tmp_path / "screen"), "--names", "only-one"])
-    assert "--names: 1 name(s) for 2 runs" in capsys.readouterr().err
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match=r"no metrics\.json"):
-        compare.load_run(tmp_path / "empty")
-
-
 def test_diagnose_stability_splits_the_stable_share_by_template_and_size(tmp_path, capsys, tiny_dataset):
     diagnose = load_script("diagnostics/diagnose_stability")
     train = [representation_from_row(row) for row in load_wyckoff_dataset(tiny_dataset)["train"]]

@@ -18,7 +18,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``SAMPLES --reference DATASET [--output-dir] [--num-workers] [--scheduler] [--realise]
     [--no-structure-metrics] [--max-reference] [--max-attempts] [--realise-timeout] [--smact-timeout] [--seed]
     [--stability] [--stability-trials] [--stability-screen] [--stability-screen-refine] [--stability-device]
-    [--relaxation-cache]`` to ``parser``."""
+    [--relaxation-cache] [--relax-only]`` to ``parser``."""
     parser.add_argument("samples", help="folder written by `wyckoff-hf generate` (samples.jsonl, structures/) "
                                         "or a single .jsonl file")
     parser.add_argument("--reference", required=True,
@@ -51,8 +51,7 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s; the WyckoffTransformer authors use 6)")
     parser.add_argument("--stability-screen", action="store_true",
                         help="with --stability: relax every trial loosely (fmax 0.1 eV/Å, 100 steps) and refine only "
-                             "the lowest to 0.02 (faster, and biased low: see "
-                             "scripts/diagnostics/compare_stability_runs.py and the README for what it costs)")
+                             "the lowest to 0.02 (faster, and biased low: the README says what it costs)")
     parser.add_argument("--stability-screen-refine", type=positive_int, default=1, metavar="K",
                         help="with --stability-screen: refine the K lowest loosely relaxed trials, not just the "
                              "lowest (default: %(default)s; at most --stability-trials)")
@@ -61,6 +60,10 @@ def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--relaxation-cache", metavar="DIR",
                         help="with --stability: keep every finished relaxation in DIR (one JSON per sample) and reuse "
                              "it, so that an interrupted or split run resumes where it stopped")
+    parser.add_argument("--relax-only", type=int, nargs=2, metavar=("FIRST", "LAST"),
+                        help="with --relaxation-cache: relax samples FIRST to LAST (downward when LAST < FIRST) into "
+                             "the cache and stop, no metrics: one machine's share of a split run, which the full "
+                             "run with the same --stability options then finds")
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -78,8 +81,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.stability_screen_refine > args.stability_trials:
         raise ValueError(f"--stability-screen-refine {args.stability_screen_refine} is more than the "
                          f"{args.stability_trials} trial(s) of --stability-trials")
+    if args.relax_only and not args.relaxation_cache:
+        raise ValueError("--relax-only fills --relaxation-cache: it needs one")
     if args.stability:
         check_device(args.stability_device, "--stability-device")
+    if args.relax_only:
+        return _relax_only(args)
     out = Path(args.output_dir)
     created = not out.exists()
     check_writable(out)  # before the metrics, not after them
@@ -96,17 +103,38 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _relaxation_settings(args: argparse.Namespace):
+    """The CHGNet protocol the ``--stability`` options name (what a cached relaxation is keyed by)."""
+    from .relaxation import SCREEN_FMAX, RelaxationSettings
+
+    return RelaxationSettings(num_trials=args.stability_trials, seed=args.seed,
+                              screen_fmax=SCREEN_FMAX if args.stability_screen else None,
+                              screen_refine=args.stability_screen_refine, device=args.stability_device)
+
+
+def _relax_only(args: argparse.Namespace) -> int:
+    """``--relax-only FIRST LAST``: those samples' relaxations into the cache, in that order."""
+    from .relaxation import relax_samples
+    from .samples import load_samples
+    from .stability import require_chgnet
+
+    require_chgnet()
+    (first, last), crystals = args.relax_only, load_samples(args.samples).representations
+    step = 1 if last >= first else -1
+    indices = [i for i in range(first, last + step, step) if 0 <= i < len(crystals) and crystals[i] is not None]
+    relax_samples([crystals[i] for i in indices], _relaxation_settings(args), indices, args.num_workers,
+                  cache_dir=args.relaxation_cache)
+    print(f"relaxed {len(indices)} valid samples of {first}-{last} into {args.relaxation_cache}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> dict:
     """``evaluate`` with the command's arguments: the metrics."""
-    from .relaxation import SCREEN_FMAX, RelaxationSettings
     from .report import evaluate
 
     return evaluate(args.samples, args.reference, args.output_dir, num_workers=args.num_workers,
                     structure_metrics=args.structure_metrics, realise=args.realise,
                     max_reference=args.max_reference, max_attempts=args.max_attempts, seed=args.seed,
                     realise_timeout=args.realise_timeout, smact_timeout=args.smact_timeout,
-                    stability=RelaxationSettings(num_trials=args.stability_trials, seed=args.seed,
-                                                 screen_fmax=SCREEN_FMAX if args.stability_screen else None,
-                                                 screen_refine=args.stability_screen_refine,
-                                                 device=args.stability_device)
-                    if args.stability else None, relaxation_cache=args.relaxation_cache)
+                    stability=_relaxation_settings(args) if args.stability else None,
+                    relaxation_cache=args.relaxation_cache)

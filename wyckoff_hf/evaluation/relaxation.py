@@ -17,8 +17,8 @@ keeps anyway. It has half or a quarter of the atoms of a centred conventional ce
 model's samples are centred: 6 centred samples relaxed 1.5x faster to energies within 0.3 meV/atom and to the
 same space groups.
 
-Speed shortcuts, each optional and measured by ``scripts/benchmarks/benchmark_stability.py`` and
-``scripts/diagnostics/compare_stability_runs.py``: ``screen_fmax`` relaxes every trial only loosely (``screen_fmax``,
+Speed shortcuts, each optional and measured by ``scripts/benchmarks/benchmark_stability.py`` and the
+README's protocol comparison: ``screen_fmax`` relaxes every trial only loosely (``screen_fmax``,
 ``screen_steps``) and continues only the ``screen_refine`` lowest of them to ``fmax``; ``refine_below``
 (eV/atom above the hull, needs the hull) skips the refinement of a loosely relaxed trial that is clearly
 unstable. Screening is biased low: on 100 samples its S.U.N. was 3-6 points under the full protocol's (which
