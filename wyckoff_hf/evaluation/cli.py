@@ -122,6 +122,8 @@ def _relax_only(args: argparse.Namespace) -> int:
     (first, last), crystals = args.relax_only, load_samples(args.samples).representations
     step = 1 if last >= first else -1
     indices = [i for i in range(first, last + step, step) if 0 <= i < len(crystals) and crystals[i] is not None]
+    if not indices:
+        raise ValueError(f"--relax-only {first} {last}: no valid sample there ({args.samples} holds {len(crystals)})")
     relax_samples([crystals[i] for i in indices], _relaxation_settings(args), indices, args.num_workers,
                   cache_dir=args.relaxation_cache)
     print(f"relaxed {len(indices)} valid samples of {first}-{last} into {args.relaxation_cache}")
