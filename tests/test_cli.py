@@ -348,6 +348,7 @@ def test_relax_only_fills_the_cache_with_its_share_in_order_and_stops(tmp_path, 
     assert main([*argv[:-3], "--relax-only", "0", "3"]) == 0 and calls == [2, 0, 3]  # the cached ones are kept
     assert main([*argv[:-5], "--relax-only", "0", "3"]) == 2
     assert capsys.readouterr().err.strip().endswith("--relax-only fills --relaxation-cache: it needs one")
+    assert main([*argv[:-3], "--relax-only", "3", str(10**15)]) == 0 and calls == [2, 0, 3]  # clipped to the file
     assert main([*argv[:-3], "--relax-only", "4", "9"]) == 2
     assert capsys.readouterr().err.strip().endswith(f"--relax-only 4 9: no valid sample there ({samples} holds 4)")
 

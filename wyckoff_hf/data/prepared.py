@@ -24,9 +24,10 @@ def _shards(out: str | Path) -> list[Path]:
 def claim_output_folder(out: str | Path, overwrite: bool = False) -> None:
     """Check, before the work starts, the folder a prepared dataset goes to: one that holds an earlier run's shards
     is refused unless ``overwrite``."""
-    if _shards(out) and not overwrite:
-        raise FileExistsError(f"{out} already holds a prepared dataset ({', '.join(p.name for p in _shards(out))}): "
-                              "pass --overwrite to replace it, or choose another folder")
+    shards = _shards(out)
+    if shards and not overwrite:
+        raise FileExistsError(f"{out} already holds a prepared dataset ({', '.join(p.name for p in shards)}): pass "
+                              "--overwrite to replace it, or choose another folder")
 
 
 def write_parquet_splits(dataset: DatasetDict, out: str | Path) -> dict[str, Path]:

@@ -120,8 +120,8 @@ def _relax_only(args: argparse.Namespace) -> int:
 
     require_chgnet()
     (first, last), crystals = args.relax_only, load_samples(args.samples).representations
-    step = 1 if last >= first else -1
-    indices = [i for i in range(first, last + step, step) if 0 <= i < len(crystals) and crystals[i] is not None]
+    span = range(max(min(first, last), 0), min(max(first, last) + 1, len(crystals)))  # within the file, however wide
+    indices = [i for i in (span if last >= first else reversed(span)) if crystals[i] is not None]
     if not indices:
         raise ValueError(f"--relax-only {first} {last}: no valid sample there ({args.samples} holds {len(crystals)})")
     relax_samples([crystals[i] for i in indices], _relaxation_settings(args), indices, args.num_workers,
