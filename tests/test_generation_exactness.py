@@ -185,6 +185,54 @@ def test_required_elements_sample_the_conditional(model, tokenizer):
     assert all("F" in crystal.elements for crystal in decoded)
 
 
+def site_counts(out) -> list[int]:
+    sites = out.attention_mask.sum(1) - 1
+    return [int((sites == n).sum()) for n in range(1, TINY["max_sites"] + 1)]
+
+
+def same_distribution(first: list[int], second: list[int]) -> float:
+    return chi2_contingency([[a, b] for a, b in zip(first, second, strict=True) if a + b]).pvalue
+
+
+@pytest.mark.parametrize(("constraint", "resamples"), [
+    ({"max_sites": 3}, False),  # the masks remove mass only at the cap's forced STOP: no weights spread before it
+    ({"num_elements_range": (1, 1)}, True),
+])
+def test_sequential_monte_carlo_samples_the_conditional_where_masking_does_not(model, constraint, resamples,
+                                                                               monkeypatch):
+    """Rejection (``exact``) is the reference; renormalised masks pile samples up at the cap, SMC does not."""
+    from wyckoff_hf.modeling.site_constraints import SiteConstraintList
+
+    copied, original = [], SiteConstraintList.resample
+
+    def spy(self, ancestors):
+        copied.append(not torch.equal(ancestors, torch.arange(len(ancestors))))
+        original(self, ancestors)
+
+    monkeypatch.setattr(SiteConstraintList, "resample", spy)
+    options = {"space_group": 62, **constraint}
+    exact = model.generate(600, seed=0, **options)
+    smc = model.generate(600, seed=1, constraint_sampling="smc", **options)
+    masked = model.generate(600, seed=2, constraint_sampling="masked", **options)
+    assert any(copied) == resamples and 1 < smc.effective_sample_size < 32 and 0.1 < exact.acceptance_rate < 0.9
+    assert same_distribution(site_counts(exact), site_counts(smc)) > 0.01
+    assert same_distribution(site_counts(exact), site_counts(masked)) < 1e-6
+
+
+def test_constraint_benchmark_compares_each_mode_with_rejection(model, tokenizer, tmp_path, monkeypatch, capsys):
+    from conftest import load_script
+
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    monkeypatch.setattr("sys.argv", ["benchmark_constraints.py", "--model", str(tmp_path), "--num-samples", "300",
+                                     "--allowed-elements", "Na", "K", "Cl", "O", "F", "Li", "Mg", "Ca", "S", "N"])
+    load_script("benchmarks/benchmark_constraints").main()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("| exact", "| smc", "| masked"))}
+    assert set(rows) == {"exact", "smc", "masked"} and rows["exact"][4] == "-"
+    assert float(rows["smc"][4]) > 0.01 > 1e-6 > float(rows["masked"][4])  # site counts: SMC agrees, masking not
+
+
 def test_too_rare_a_constraint_is_an_error(model):
     model.generation_config.min_acceptance_rate = 0.9
     try:

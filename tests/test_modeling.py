@@ -387,10 +387,10 @@ def test_exact_constraints_keep_the_unconstrained_draws_that_meet_them(model, to
     assert masked.acceptance_rate is None and all(len(c.sites) <= 3 for c in masked)
 
 
-def test_importance_resampling_weighs_masked_proposals_back_to_the_model(model, tokenizer):
+def test_sequential_monte_carlo_weighs_masked_proposals_back_to_the_model(model, tokenizer, monkeypatch):
     """Each kept draw's score is log q + log(p/q) = the model's own log p(x): forward's log-likelihood at T = 1."""
     crystals = model.generate(24, seed=6, max_sites=3, allowed_elements=["Li", "Fe", "O", "P"], temperature=1.0,
-                              constraint_sampling="importance", tokenizer=tokenizer)
+                              constraint_sampling="smc", tokenizer=tokenizer)
     assert all(len(c.sites) <= 3 and set(c.elements) <= {"Li", "Fe", "O", "P"} for c in crystals)
     assert 1 <= crystals.effective_sample_size <= 32 and crystals.acceptance_rate is None
     with torch.no_grad():
@@ -401,8 +401,16 @@ def test_importance_resampling_weighs_masked_proposals_back_to_the_model(model, 
     with torch.no_grad():
         forward = model(**tokenizer(list(masked), return_tensors="pt")).log_likelihood
     assert all(score > full for score, full in zip(masked.sequences_scores, forward.tolist(), strict=True))
+    # a budget of draws below 32 per sample (num_samples / min_acceptance_rate) leaves fewer particles per sample
+    monkeypatch.setattr(model.generation_config, "min_acceptance_rate", 0.1)
+    few = model.generate(24, seed=6, max_sites=3, allowed_elements=["Li", "Fe", "O", "P"], temperature=1.0,
+                         constraint_sampling="smc", tokenizer=tokenizer)
+    assert few.effective_sample_size <= 10 and all(len(c.sites) <= 3 for c in few)
+    with torch.no_grad():
+        forward = model(**tokenizer(list(few), return_tensors="pt")).log_likelihood
+    torch.testing.assert_close(torch.tensor(few.sequences_scores), forward, rtol=0, atol=1e-4)
     with pytest.raises(ValueError, match="not combined with a prompt"):
-        model.generate(2, constraint_sampling="importance", prompt=[WyckoffRepresentation.from_sites(
+        model.generate(2, constraint_sampling="smc", prompt=[WyckoffRepresentation.from_sites(
             225, [("Na", "a")])], tokenizer=tokenizer)
 
 
@@ -418,7 +426,7 @@ def test_atoms_per_primitive_cell_stay_in_the_range(model, tokenizer):
 
 
 def test_too_rare_a_constraint_names_the_ways_out(model):
-    with pytest.raises(ValueError, match=r"allowed_elements: only .* constraint_sampling='importance'"):
+    with pytest.raises(ValueError, match=r"allowed_elements: only .* constraint_sampling='smc'"):
         model.generate(20, seed=0, allowed_elements=["O"])
 
 

@@ -66,6 +66,41 @@ def test_search_order_is_the_exhaustive_order(model, tokenizer, space_group, for
     assert [score for _, score in found] == pytest.approx(exhaustive, abs=1e-4)
 
 
+def test_a_wide_beam_finds_every_sequence_and_a_narrow_one_scores_what_it_finds_exactly(model, tokenizer):
+    every = brute_force(221, {"Sr": 1, "Ti": 1, "O": 3}, 10, model.config.max_sites)
+    search = SequenceSearch(model, tokenizer, {"Sr": 1, "Ti": 1, "O": 3}, 221, max_atoms=10, batch_size=7)
+    wide = list(search.beam(10_000))
+    assert sorted(str(s) for s, _ in wide) == sorted(str(WyckoffRepresentation.from_sites(221, list(sites),
+                                                                                        canonical=False))
+                                                     for sites in every)
+    # the beam ranks prefixes per atom placed: Z × count for each complete element, plus the current one's atoms
+    ids = {name: tokenizer.token_id("element", name) for name in ("Sr", "Ti", "O")}
+    group = search.roots[0][1].group
+    state = None
+    for element in ("Sr", "Ti"):  # each on the first position it may take: Sr 1a, then Ti 1b
+        site_symmetry, enumeration = search.moves.moves(group, state)[1][ids[element]][0]
+        state = search.moves.advance(group, state, ids[element], site_symmetry, enumeration)
+    assert search.moves.atoms(None) == 0 and search.moves.atoms(state) == 2
+    narrow = list(SequenceSearch(model, tokenizer, "Li2O", max_atoms=12).beam(2))
+    sequences, scores = zip(*narrow, strict=True)
+    assert 1 <= len(narrow) < 40 and all(s.composition.reduced_formula == "Li2O" for s in sequences)
+    assert scores == pytest.approx(forward_scores(model, tokenizer, sequences, with_prior=True), abs=1e-4)
+
+
+def test_a_cut_search_keeps_what_it_found_and_fills_the_list_from_a_beam(model, tokenizer):
+    exact = search_structures("Li2O", model, tokenizer, k=6, space_group=62, max_atoms=12)
+    assert exact.complete and exact.from_beam == 0 and len(exact) == 6
+    bare = search_structures("Li2O", model, tokenizer, k=6, space_group=62, max_atoms=12, budget=25, batch_size=4,
+                             beam_width=0)
+    filled = search_structures("Li2O", model, tokenizer, k=6, space_group=62, max_atoms=12, budget=25,
+                               batch_size=4, beam_width=8)
+    assert not bare.complete and not filled.complete and 0 < len(bare) < 6
+    assert filled.from_beam == 6 - len(bare) and set(strings(bare)) < set(strings(filled))
+    assert strings(filled) == strings(exact)  # here the beam finds the rest of the exact list
+    with pytest.raises(ValueError, match="beam_width at least 0"):
+        search_structures("NaCl", model, tokenizer, beam_width=-1)
+
+
 def test_search_structures_merges_labellings_and_ranks_crystals(model, tokenizer):
     results = search_structures("NaCl", model, tokenizer, k=3, space_group=225, max_atoms=16)
     crystals = [p.representation for p in results]
@@ -110,6 +145,11 @@ def test_csp_command_searches_by_default_and_samples_on_request(tmp_path, model,
                  "--output-dir", str(tmp_path / "sampled")]) == 0
     sampled = json.loads((tmp_path / "sampled" / "manifest.json").read_text())
     assert sampled["csp"]["method"] == "sample" and sum(sampled["csp"]["counts"]) == 30
+    assert main(["csp", "Li2O", "-n", "4", "--max-atoms", "12", "--time-limit", "1e-9", "--model", str(checkpoint),
+                 "--output-dir", str(tmp_path / "cut")]) == 0
+    cut = json.loads((tmp_path / "cut" / "manifest.json").read_text())["csp"]
+    assert not cut["complete"] and cut["from_beam"] == len(cut["log_probabilities"]) == 4
+    assert "4 more from a beam search, not guaranteed the likeliest" in capsys.readouterr().out
     assert main(["csp", "NaCl", "--temperature", "0.5", "--output-dir", str(tmp_path / "hot")]) == 2
     assert "apply to --sample" in capsys.readouterr().err
 

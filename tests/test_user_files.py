@@ -165,7 +165,7 @@ def test_a_too_rare_constraint_suggests_min_acceptance_rate_which_is_used(tmp_pa
 def test_rare_allowed_elements_name_the_other_samplers_which_are_recorded(tmp_path, capsys):
     argv = ["generate", "-n", "4", "--allowed-elements", "Na", "Cl", "--seed", "1"]
     assert main([*argv, "--output-dir", str(tmp_path / "exact")]) == 2
-    assert "--constraint-sampling importance (reweighted proposals) or masked" in one_line_error(capsys, "generate")
+    assert "--constraint-sampling smc (reweighted proposals) or masked" in one_line_error(capsys, "generate")
     assert main([*argv, "--output-dir", str(tmp_path / "masked"), "--constraint-sampling", "masked"]) == 0
     manifest = json.loads((tmp_path / "masked" / "manifest.json").read_text())
     assert manifest["generation"]["constraint_sampling"] == "masked"

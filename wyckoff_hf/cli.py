@@ -96,10 +96,11 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-acceptance-rate", type=rate, default=None, metavar="RATE",
                         help="the lowest share of draws meeting the element and atom constraints before sampling "
                              "gives up (default: the checkpoint's generation_config, 0.01)")
-    parser.add_argument("--constraint-sampling", choices=("exact", "importance", "masked"), default="exact",
+    parser.add_argument("--constraint-sampling", choices=("exact", "smc", "masked"), default="exact",
                         help="exact (default): --allowed-elements and --num-elements-range keep the draws that meet "
-                             "them, the model's own conditional; importance: 32 masked proposals per sample, one "
-                             "kept by its weight p/q (any rarity, close to the conditional, 32 times the cost); "
+                             "them, the model's own conditional; smc: sequential Monte Carlo, 32 masked particles "
+                             "per sample weighted by p/q and resampled as they go, one kept by its weight (any "
+                             "rarity, close to the conditional, 32 times the cost); "
                              "masked: every step drops the choices that break them and renormalises (fast, but not "
                              "the conditional: long samples pile up at the caps)")
     parser.add_argument("--num-elements-range", type=positive_int, nargs=2, default=None, metavar=("LOW", "HIGH"),
@@ -140,8 +141,8 @@ def _add_csp(subparsers: argparse._SubParsersAction) -> None:
                         help="sample (at the checkpoint's temperature) instead of searching: diverse crystals, not "
                              "the likeliest ones")
     parser.add_argument("--time-limit", type=positive_float, default=None,
-                        help="seconds the search may take before it returns what it found, flagged as cut "
-                             "(default: no limit)")
+                        help="seconds the exact search may take before it returns what it found, flagged as cut "
+                             "and filled by a beam search (default: no limit; a node budget still applies)")
     parser.add_argument("--space-group", type=space_group_number, default=None, metavar="N",
                         help="space group number 1-230 (default: the training prior, restricted to the groups that "
                              "can hold the composition)")
@@ -242,7 +243,7 @@ def _sampling_error(err: ValueError, rate: float) -> ValueError:
     if "min_acceptance_rate" not in str(err):
         return err
     return ValueError(f"{err.args[0].split('; lower min_acceptance_rate')[0]}; to sample it anyway, pass a lower "
-                      f"--min-acceptance-rate (now {rate:g}), --constraint-sampling importance (reweighted proposals) "
+                      f"--min-acceptance-rate (now {rate:g}), --constraint-sampling smc (reweighted proposals) "
                       "or masked (not the conditional), or relax --required-elements / --allowed-elements / "
                       "--space-group")
 
@@ -378,9 +379,10 @@ def _run_csp(args: argparse.Namespace) -> int:
                                         max_atoms=args.max_atoms, time_limit=args.time_limit)
         generation["temperature"] = model.sampling_temperatures(1.0)
         csp.update(num_samples=count, complete=predictions.complete, expansions=predictions.expansions,
-                   seconds=predictions.seconds)
+                   from_beam=predictions.from_beam, seconds=predictions.seconds)
         ending = ("complete: exactly the likeliest sequences" if predictions.complete
-                  else "cut by the time or node budget: the likeliest found")
+                  else f"cut by the time or node budget: the likeliest found, {predictions.from_beam} more from a "
+                       "beam search, not guaranteed the likeliest")
         preview = [f"{len(predictions)} likeliest crystals of {args.composition} by search ({ending}; "
                    f"{predictions.seconds:.1f} s), likeliest first (log-probability, labellings found):"]
     csp.update(log_probabilities=[p.log_probability for p in predictions], counts=[p.count for p in predictions])

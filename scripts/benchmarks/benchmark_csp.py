@@ -32,7 +32,7 @@ from collections import defaultdict
 import torch
 
 from wyckoff_hf.generation import load_generator, predict_structures
-from wyckoff_hf.generation.search import DEFAULT_BUDGET, search_structures
+from wyckoff_hf.generation.search import DEFAULT_BEAM_WIDTH, DEFAULT_BUDGET, search_structures
 
 TOP_K = (1, 5, 10)
 
@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
                         help="node expansions per search, a limit that does not depend on the machine's load "
                              "(default: %(default)s)")
+    parser.add_argument("--beam-width", type=int, default=DEFAULT_BEAM_WIDTH,
+                        help="width of the beam search that fills a cut search's list (0: none; default: %(default)s)")
     parser.add_argument("--model", default=None, help="saved model folder (default: the shipped checkpoint)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -110,9 +112,11 @@ def main() -> None:
             start, cpu = time.perf_counter(), time.process_time()
             if method == "search":
                 predictions = search_structures(formula, model, tokenizer, k=args.k, space_group=space_group,
-                                                budget=args.budget, time_limit=args.time_limit)
+                                                budget=args.budget, time_limit=args.time_limit,
+                                                beam_width=args.beam_width)
                 cut[method, group] += not predictions.complete
                 outcome[f"{method}/{group}/complete"] = predictions.complete
+                outcome[f"{method}/{group}/from_beam"] = predictions.from_beam
             else:
                 predictions = predict_structures(formula, model, tokenizer, n=args.samples, seed=args.seed,
                                                  space_group=space_group)
@@ -129,7 +133,8 @@ def main() -> None:
                 log.write(json.dumps(outcome) + "\n")
     source = " ".join(args.csv) if args.csv else f"{args.dataset} {args.split}"
     print(f"model: {args.model or 'shipped'}; {done} formulas of {source}; "
-          f"search k={args.k} (limits {args.time_limit} s, {args.budget} expansions), sampling {args.samples} "
+          f"search k={args.k} (limits {args.time_limit} s, {args.budget} expansions, then a beam of "
+          f"{args.beam_width}), sampling {args.samples} "
           f"samples at the checkpoint's temperature; torch {torch.__version__}, {args.threads} threads")
     print("| space group | method | formulas | " + " | ".join(f"top-{k}" for k in TOP_K)
           + " | s/formula | searches cut by the budget |")

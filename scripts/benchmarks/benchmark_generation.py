@@ -9,7 +9,10 @@ runs to ``max_sites``: that row is the worst case. A trained MP-20 model stops a
 MP-20 binaries/ternaries have 4.2 sites on average), which ``--max-sites 6`` approximates from above (as a
 mask: the cap stops every sample, as a trained model's STOP would). A checkpoint's default constraints (element
 and atom ranges) are met by rejection, so its row counts accepted samples per second.
-The table says the mean number of sites actually generated next to each figure.
+The table says the mean number of sites actually generated next to each figure, and the encoder tokens each
+sample cost (a pass over a prefix of L tokens costs L). On the CPU a last line gives the ceiling those tokens allow: a
+plain matrix product of the encoder's shapes at this machine's rate, divided by the dense layers' 2 × parameters
+floating-point operations per token, is the most samples per second any sampler of this network could reach here.
 """
 
 from __future__ import annotations
@@ -35,10 +38,15 @@ def load_model(path: str | None) -> WyckoffTransformerForCrystalGeneration:
 
 
 def measure(model: WyckoffTransformerForCrystalGeneration, device: str, num_samples: int,
-            batch_size: int | None, max_sites: int) -> tuple[float, float]:
-    """Seconds for ``num_samples`` samples (after a small warm-up) and the mean number of sites."""
+            batch_size: int | None, max_sites: int) -> tuple[float, float, float]:
+    """Seconds for ``num_samples`` samples (after a small warm-up), the mean number of sites and the encoder tokens
+    per sample."""
     model.to(device)
     model.generate(min(num_samples, 256), seed=1, max_sites=max_sites, constraint_sampling="masked")
+    tokens = [0]
+    counting = model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: tokens.__setitem__(0, tokens[0] + kwargs["element_ids"].numel()),
+        with_kwargs=True)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -47,7 +55,18 @@ def measure(model: WyckoffTransformerForCrystalGeneration, device: str, num_samp
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return seconds, float(out.attention_mask.sum(1).float().mean()) - 1
+    counting.remove()
+    return seconds, float(out.attention_mask.sum(1).float().mean()) - 1, tokens[0] / num_samples
+
+
+def matmul_rate(width: int, intermediate: int) -> float:
+    """Floating-point operations per second of a plain CPU matrix product of the encoder's MLP shapes."""
+    left, right = torch.randn(8192, width), torch.randn(width, intermediate)
+    left @ right
+    start = time.perf_counter()
+    for _ in range(20):
+        left @ right
+    return 20 * 2 * 8192 * width * intermediate / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -66,14 +85,20 @@ def main() -> None:
     print(f"model: {args.model or 'random init, default config'} (d_model {model.config.hidden_size}, "
           f"{model.config.num_hidden_layers} layers, {parameters / 1e6:.2f} M parameters); "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print("| device | max_sites | batch | samples | mean sites | seconds | crystals/s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| device | max_sites | batch | samples | mean sites | encoder tokens per sample | seconds | crystals/s |")
+    print("|---|---|---|---|---|---|---|---|")
     batch = args.batch_size or DEFAULT_GENERATION_BATCH_SIZE
     for device in args.device:
         for max_sites in args.max_sites or [model.config.max_sites]:
-            seconds, sites = measure(model, device, args.num_samples, args.batch_size, max_sites)
+            seconds, sites, tokens = measure(model, device, args.num_samples, args.batch_size, max_sites)
             print(f"| {device} | {max_sites} | {batch} | {args.num_samples} | "
-                  f"{sites:.2f} | {seconds:.2f} | {args.num_samples / seconds:,.0f} |")
+                  f"{sites:.2f} | {tokens:.1f} | {seconds:.2f} | {args.num_samples / seconds:,.0f} |")
+            if device == "cpu":
+                dense = sum(p.numel() for name, p in model.model.layers.named_parameters() if p.dim() == 2)
+                rate = matmul_rate(model.config.hidden_size, model.config.intermediate_size)
+                print(f"ceiling at max_sites {max_sites}: {rate / 1e9:.0f} GFLOP/s of plain matrix products / "
+                      f"(2 × {dense:,} dense parameters × {tokens:.1f} tokens) = {rate / (2 * dense * tokens):,.0f} "
+                      "samples/s")
 
 
 if __name__ == "__main__":

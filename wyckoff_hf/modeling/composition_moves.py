@@ -61,6 +61,11 @@ class CompositionMoves:
             return (index, atoms + multiplicity, z, letter, used, sites + 1)
         return (index + 1, multiplicity, self._whole(index, atoms, z) if index >= 0 else None, letter, used, sites + 1)
 
+    def atoms(self, state: tuple | None) -> int:
+        """The atoms placed in ``state``: Z × count of each complete element and the current element's atoms."""
+        index, atoms, z, *_ = state or (-1, 0, None)
+        return atoms + (z * sum(self.counts[:index]) if index > 0 else 0)
+
     def _moves(self, group: int, state: tuple | None) -> tuple[bool, dict[int, tuple[tuple[int, int], ...]]]:
         """Whether STOP keeps the composition (it is complete) and, per element id, the (site symmetry,
         enumeration) ids of the next sites after which it stays reachable."""

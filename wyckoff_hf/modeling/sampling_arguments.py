@@ -156,16 +156,16 @@ def element_ids(model: Any, elements: Sequence[str | int] | None, argument: str)
     return torch.tensor(sorted(ids), dtype=torch.long, device=model.device)
 
 
-CONSTRAINT_SAMPLING = ("exact", "importance", "masked")
+CONSTRAINT_SAMPLING = ("exact", "smc", "masked")
 
 
 def sampling_mode(value: str, prompt: Any) -> str:
-    """``generate``'s ``constraint_sampling``, checked: one of ``CONSTRAINT_SAMPLING``, and not importance
-    resampling with a prompt (a prompt's forced steps would enter the weights and the scores)."""
+    """``generate``'s ``constraint_sampling``, checked: one of ``CONSTRAINT_SAMPLING``, and not sequential Monte
+    Carlo with a prompt (a prompt's forced steps would enter the weights and the scores)."""
     if value not in CONSTRAINT_SAMPLING:
         raise ValueError(f"constraint_sampling must be one of {CONSTRAINT_SAMPLING}, got {value!r}")
-    if value == "importance" and prompt is not None:
-        raise ValueError("constraint_sampling='importance' is not combined with a prompt")
+    if value == "smc" and prompt is not None:
+        raise ValueError("constraint_sampling='smc' is not combined with a prompt")
     return value
 
 

@@ -58,7 +58,7 @@ from .site_constraints import CompositionSites, ElementCountSites, SiteConstrain
 logger = logging.get_logger(__name__)
 
 DEFAULT_GENERATION_BATCH_SIZE = 2048
-IMPORTANCE_PARTICLES = 32  # masked proposals per sample under constraint_sampling="importance"
+SMC_PARTICLES = 32  # particles per sample under constraint_sampling="smc"
 # generation_config.json defaults: temperature (calibrated after training), the space-group prior p(S) as counts
 # per space-group id (None: uniform over the groups with Wyckoff positions), the lowest acceptance rate that
 # rejection sampling of required_elements accepts before giving up, and the most atoms per conventional cell of
@@ -90,8 +90,9 @@ class GeneratedCrystals(ModelOutput):
         conditional (guided, for ``guidance_scale`` ≠ 1) per-step distributions the sample was drawn from.
     acceptance_rate: accepted / drawn samples of the rejection sampler when a constraint is checked on complete
         samples (``required_elements``, the atom range, and the exact element constraints); else ``None``.
-    effective_sample_size: with ``constraint_sampling="importance"``, the mean over samples of the effective sample
-        size (Σw)² / Σw² of the ``IMPORTANCE_PARTICLES`` weighted proposals each was chosen from; else ``None``.
+    effective_sample_size: with ``constraint_sampling="smc"``, the mean over samples of the effective sample size
+        (Σw)² / Σw² of the final weights of the ``SMC_PARTICLES`` particles each was chosen from (their spread since
+        the last resampling); else ``None``.
     """
 
     space_group_ids: torch.LongTensor | None = None
@@ -277,11 +278,14 @@ class WyckoffGenerationMixin:
                 break them and renormalises the rest: fast at any rarity, but it samples
                 q(x) = Π p(x_t | x_<t, allowed) / Z_t, not the conditional (a prefix that would likely have
                 continued with a forbidden choice is not down-weighted, so long samples pile up at the caps).
-                ``"importance"``: ``IMPORTANCE_PARTICLES`` masked proposals per sample, each weighted by
-                p(x) / q(x) = Π Z_t (the mass the masks removed), one kept with probability ∝ weight: consistent
-                (the kept draws approach p(x | constraint) as the particles grow) at any rarity, at 32 times the
-                cost; ``effective_sample_size`` says how well the weights are spread, and ``sequences_scores``
-                is log p(x). Also reweights ``composition``'s masks. Not with a ``prompt``.
+                ``"smc"``: sequential Monte Carlo, ``SMC_PARTICLES`` masked proposals per sample, each weighted
+                by the mass Z_t the masks removed at every step (p(x) / q(x) = Π Z_t) and resampled within the
+                sample's particles whenever their weights spread (effective sample size below half), so that
+                prefixes the constraint makes unlikely are dropped early instead of carried to the end; one
+                particle is kept with probability ∝ weight. Consistent (the kept draws approach
+                p(x | constraint) as the particles grow) at any rarity, at 32 times the cost;
+                ``effective_sample_size`` says how well the final weights are spread, and ``sequences_scores`` is
+                log p(x). Also reweights ``composition``'s masks. Not with a ``prompt``.
 
         Integers may be Python, numpy or 0-d torch integers. Returns ``GeneratedCrystals`` (with
         ``sequences_scores`` and ``acceptance_rate``), or with ``tokenizer`` the decoded representations as a
@@ -353,7 +357,7 @@ class WyckoffGenerationMixin:
         stop_bias = stop_shifts(self, getattr(settings, "stop_logit_bias", None) if stop_logit_bias is None
                                         else stop_logit_bias, max_sites)
 
-        def sample(slots: torch.Tensor, keys: torch.Tensor) -> dict[str, torch.Tensor]:
+        def sample(slots: torch.Tensor, keys: torch.Tensor, particles: int | None) -> dict[str, torch.Tensor]:
             groups = (streams.choose(keys, -1, prior[None, :]) if slot_groups is None else slot_groups[slots])
             constraints = SiteConstraintList([] if prompted is None else [prompted.take(slots)])
             if moves is not None:
@@ -362,14 +366,14 @@ class WyckoffGenerationMixin:
                 constraints.append(ElementCountSites(*element_counts, len(slots), max_sites, self.config))
             return self._sample_batch(groups, keys, element_allowed, max_sites, temperatures, constraints,
                                       None if guidance is None else guidance.take(slots), stop_bias,
-                                      weigh=mode == "importance")
+                                      particles=particles)
 
         was_training = self.training
         self.eval()
         try:
             output, acceptance_rate, effective_sample_size = self._fill_slots(
                 num_samples, accepts, checked, float(getattr(settings, "min_acceptance_rate", 0.01)), sample,
-                batch_size, streams, sample_offset, IMPORTANCE_PARTICLES if mode == "importance" else None)
+                batch_size, streams, sample_offset, SMC_PARTICLES if mode == "smc" else None)
         finally:
             self.train(was_training)
         if accepts is not None:
@@ -420,21 +424,23 @@ class WyckoffGenerationMixin:
         return prior
 
     def _fill_slots(self, num_samples: int, accepts: Callable[[dict], torch.Tensor] | None, checked: Sequence[str],
-                    min_acceptance_rate: float, sample: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+                    min_acceptance_rate: float,
+                    sample: Callable[[torch.Tensor, torch.Tensor, int | None], dict[str, torch.Tensor]],
                     batch_size: int, streams: SampleStreams, sample_offset: int,
                     particles: int | None) -> tuple[dict[str, torch.Tensor], float | None, float | None]:
-        """Fill ``num_samples`` slots with draws of ``sample(slots, keys)`` (one crystal per slot index given, from
-        p(S) p(sites | S) or p(sites | S = the slot's group), with the random stream of each key).
+        """Fill ``num_samples`` slots with draws of ``sample(slots, keys, particles)`` (one crystal per slot index
+        given, from p(S) p(sites | S) or p(sites | S = the slot's group), with the random stream of each key).
 
         Rejection (``particles`` ``None``): each slot takes the first of its draws that ``accepts`` (the constraints
         ``checked``), so it follows the conditional given them. Draw ``a`` of slot ``i`` uses the stream of (sample
         ``sample_offset + i``, attempt ``a``), so which draw a slot keeps does not depend on the other slots. Later
         rounds draw several candidates per open slot, as many as the acceptance rate so far suggests.
 
-        Importance resampling (``particles`` K): each slot draws K masked proposals with their ``log_weights``
-        (p(x) / q(x), the mass the masks removed) and keeps one with probability ∝ weight among those that
-        ``accepts``: as K grows the kept draw follows p(x | constraints). The mean effective sample size of a
-        slot's K weights says how far from that limit it is, and the kept draw's score becomes log p(x).
+        Sequential Monte Carlo (``particles`` K): each slot's K particles (consecutive rows of one batch, which
+        ``sample`` resamples as it goes; fewer than K when the budget of draws runs low) come back with their
+        ``log_weights``; the slot keeps one with probability ∝ weight among those that ``accepts``: as K grows the
+        kept draw follows p(x | constraints). The mean effective sample size of a slot's final weights says how far
+        from that limit it is.
 
         At most ``num_samples / min_acceptance_rate`` draws in all. Returns the samples, the acceptance rate (``None``
         without a test) and the mean effective sample size (``None`` without particles).
@@ -466,7 +472,7 @@ class WyckoffGenerationMixin:
                     f"generation_config.min_acceptance_rate={min_acceptance_rate} draws (acceptance rate "
                     f"{accepted / drawn:.4f} overall; rarer for the samples left, e.g. their space groups): too "
                     f"rare to sample their conditional by rejection; lower min_acceptance_rate, or pass "
-                    f"constraint_sampling='importance' (masked proposals reweighted) or 'masked' (not the "
+                    f"constraint_sampling='smc' (masked proposals reweighted) or 'masked' (not the "
                     f"conditional)")
             candidates = open_slots.repeat_interleave(copies)  # sorted by slot, so a slot's first draw comes first
             first = attempts[open_slots]
@@ -474,9 +480,10 @@ class WyckoffGenerationMixin:
             attempts[open_slots] += copies
             keys = streams.keys(candidates + sample_offset, attempt)
             drawn_now: list[tuple[dict[str, torch.Tensor], torch.Tensor]] = []
-            for start in range(0, len(candidates), batch_size):
-                slots = candidates[start:start + batch_size]
-                batch = sample(slots, keys[start:start + batch_size])
+            chunk = batch_size if not particles else max(1, batch_size // copies) * copies  # whole slots
+            for start in range(0, len(candidates), chunk):
+                slots = candidates[start:start + chunk]
+                batch = sample(slots, keys[start:start + chunk], copies if particles else None)
                 keep = accepts(batch) if accepts is not None else torch.ones_like(slots, dtype=torch.bool)
                 drawn, accepted = drawn + len(slots), accepted + int(keep.sum())
                 if particles:
@@ -496,7 +503,6 @@ class WyckoffGenerationMixin:
                 sizes.append(weights.sum(1) ** 2 / (weights**2).sum(1))
                 pick = SampleStreams.choose(streams.keys(open_slots[alive] + sample_offset, first[alive]), -2, weights)
                 rows = alive.nonzero().squeeze(1) * copies + pick
-                batch["sequences_scores"] = batch["sequences_scores"] + batch["log_weights"]  # log q + log p/q
                 place(batch, open_slots[alive], rows)
         length = int(chosen["attention_mask"].sum(1).max())
         output = {key: value[:, :length] if value.dim() == 2 else value for key, value in chosen.items()
@@ -546,22 +552,55 @@ class WyckoffGenerationMixin:
             log_prob[open_rows] = log_probs.gather(1, picked[:, None]).squeeze(1)
         return choice, log_prob, log_mass
 
+    @staticmethod
+    def _resample(particles: int, step: int, keys: torch.Tensor, output: dict[str, torch.Tensor],
+                  rows: torch.Tensor, weights: torch.Tensor,
+                  constraints: SiteConstraint) -> tuple[torch.Tensor, torch.Tensor]:
+        """The resampling step of sequential Monte Carlo. In every group of ``particles`` consecutive rows (one
+        sample's particles) whose weights have spread (effective sample size below half the group), each particle
+        draws an ancestor with probability ∝ weight (from its own stream, ``keys``, at ``step``) and continues as a
+        copy of it, and the group's weights become their mean, so the group's total stays. Finished particles
+        (``output``) take part as they are: the copy of one is finished too. ``output["log_weights"]`` then holds
+        every particle's weight; returns the rows still sampling and, for each, the index of its ancestor among
+        the ``rows`` given (to copy the loop's state)."""
+        total = output["log_weights"].clone()
+        total[rows] = weights
+        grouped = total.view(-1, particles)
+        relative = (grouped - grouped.amax(1, keepdim=True)).exp()
+        spread = relative.sum(1) ** 2 / (relative**2).sum(1) < particles / 2
+        ancestors = torch.arange(len(total), device=total.device)
+        members = spread.repeat_interleave(particles)
+        drawn = SampleStreams.choose(keys[members], step, relative[spread].repeat_interleave(particles, 0))
+        ancestors[members] = members.nonzero().squeeze(1) // particles * particles + drawn
+        grouped[spread] = grouped[spread].logsumexp(1, keepdim=True) - math.log(particles)
+        for key, value in output.items():
+            output[key] = total if key == "log_weights" else value[ancestors]
+        constraints.resample(ancestors)
+        compact = torch.full_like(ancestors, -1)
+        compact[rows] = torch.arange(len(rows), device=rows.device)
+        source = compact[ancestors]
+        alive = (source >= 0).nonzero().squeeze(1)
+        return alive, source[alive]
+
     def _sample_batch(self, space_groups: torch.Tensor, keys: torch.Tensor, element_allowed: torch.Tensor,
                       max_sites: int, temperatures: Mapping[str, float],
                       constraints: SiteConstraint,
                       guidance: Guidance | None = None,
-                      stop_bias: torch.Tensor | None = None, weigh: bool = False) -> dict[str, torch.Tensor]:
+                      stop_bias: torch.Tensor | None = None,
+                      particles: int | None = None) -> dict[str, torch.Tensor]:
         """One batch of samples, token by token and field by field; finished rows leave the batch.
 
         ``keys`` are the rows' random streams (``SampleStreams``). ``constraints`` narrow the masks further
         (prompts, compositions, element counts): they restrict the element and position masks of the rows still
         sampling (``rows``, indices into the batch) and record the sites placed.
         ``guidance`` holds the batch's conditions (one row per sample); ``stop_bias[k]`` shifts the element logits
-        (the STOP one) after ``k`` sites. With ``weigh``, ``log_weights`` adds up, per sample, the log of the mass
-        the masks kept at each step of the model's own (``config.max_sites``, every element): p(x) = q(x) × weight
-        for the masked proposal q the sample was drawn from."""
+        (the STOP one) after ``k`` sites. With ``particles`` K (sequential Monte Carlo), the rows come in groups of
+        K particles of one sample; ``log_weights`` adds up, per particle, the log of the mass the masks kept at each
+        step of the model's own (``config.max_sites``, every element), the ratio p / q of the model to the masked
+        proposal, and ``_resample`` resamples a group whose weights spread; ``sequences_scores`` is then log p(x)
+        (each step's log q plus the log of its kept mass), unchanged by resampling."""
         config, tables, device = self.config, self.tables, space_groups.device
-        count, width = len(space_groups), max_sites + 1
+        count, width, weigh, row_keys = len(space_groups), max_sites + 1, particles is not None, keys
         state = {key: torch.zeros(count, width, dtype=torch.long, device=device) for key in FIELD_INPUTS}
         state["space_group_ids"][:] = space_groups[:, None]
         output = {key: value.clone() for key, value in state.items()}
@@ -591,7 +630,7 @@ class WyckoffGenerationMixin:
             element, log_prob, log_mass = self._sample_field(
                 "element", state, position, allowed, temperatures["element"], keys, guide,
                 None if stop_bias is None else stop_bias[position], base)
-            scores += log_prob
+            scores += log_prob + log_mass
             weights += log_mass
             stop = element == config.stop_token_id
             if stop.any():
@@ -616,20 +655,25 @@ class WyckoffGenerationMixin:
             site_symmetry, log_prob, log_mass = self._sample_field(
                 "site_symmetry", state, position, available.any(-1), temperatures["site_symmetry"], keys, guide,
                 base=possible.any(-1) if weigh else None)
-            scores += log_prob
+            scores += log_prob + log_mass
             weights += log_mass
             state["site_symmetry_ids"][:, position] = site_symmetry
             chosen = torch.arange(len(rows), device=device), site_symmetry
             enumeration, log_prob, log_mass = self._sample_field(
                 "enumeration", state, position, available[chosen], temperatures["enumeration"], keys, guide,
                 base=possible[chosen] if weigh else None)
-            scores += log_prob
+            scores += log_prob + log_mass
             weights += log_mass
             state["enumeration_ids"][:, position] = enumeration
             state["multiplicity"][:, position] = tables.multiplicity[group, site_symmetry, enumeration]
             state["dof"][:, position] = tables.dof[group, site_symmetry, enumeration]
             used = tables.mark_used(used, group, site_symmetry, enumeration, torch.ones_like(element).bool())
             constraints.place(rows, element, site_symmetry, enumeration)
+            if particles:
+                rows, source = self._resample(particles, 3 * width + position, row_keys, output, rows, weights,
+                                              constraints)
+                state = {key: value[source] for key, value in state.items()}
+                used, scores, keys, weights = used[source], scores[source], row_keys[rows], output["log_weights"][rows]
         output["attention_mask"] = (output["element_ids"] != config.pad_token_id).long()
         output["space_group_ids"] *= output["attention_mask"]
         return output

@@ -7,7 +7,8 @@ still sampling (``rows``: indices into the batch it was built for):
 - ``restrict_elements(allowed, rows, position)``: the element (or STOP) mask of token ``position``;
 - ``restrict_positions(available, rows, position, element)``: the (site symmetry, enumeration) mask of the
   site just given its ``element``;
-- ``place(rows, element, site_symmetry, enumeration)``: record the site that was sampled.
+- ``place(rows, element, site_symmetry, enumeration)``: record the site that was sampled;
+- ``resample(ancestors)``: row ``i`` continues as a copy of row ``ancestors[i]`` (sequential Monte Carlo).
 
 They return narrowed masks and never touch logits: which probability the sampler then gives the surviving
 choices (renormalised masking, or an exact method on top) is ``generate``'s business, and its docstring says
@@ -37,6 +38,9 @@ class SiteConstraint:
               enumeration: torch.Tensor) -> None:
         """Nothing to record by default."""
 
+    def resample(self, ancestors: torch.Tensor) -> None:
+        """Nothing to copy by default (a constraint without per-row state)."""
+
 
 class SiteConstraintList(list):
     """Constraints applied one after the other, as one (transformers' ``LogitsProcessorList`` for masks)."""
@@ -56,6 +60,10 @@ class SiteConstraintList(list):
               enumeration: torch.Tensor) -> None:
         for constraint in self:
             constraint.place(rows, element, site_symmetry, enumeration)
+
+    def resample(self, ancestors: torch.Tensor) -> None:
+        for constraint in self:
+            constraint.resample(ancestors)
 
 
 @dataclass
@@ -125,6 +133,9 @@ class ElementCountSites(SiteConstraint):
               enumeration: torch.Tensor) -> None:
         self.seen[rows, element] = True
 
+    def resample(self, ancestors: torch.Tensor) -> None:
+        self.seen = self.seen[ancestors]
+
 
 class CompositionSites(SiteConstraint):
     """The composition masks of one batch: per row, the state of ``CompositionMoves`` and the moves it allows."""
@@ -161,6 +172,10 @@ class CompositionSites(SiteConstraint):
         for row, *site in zip(rows.tolist(), element.tolist(), site_symmetry.tolist(), enumeration.tolist(),
                               strict=True):
             self.states[row] = self.moves.advance(self.groups[row], self.states[row], *site)
+
+    def resample(self, ancestors: torch.Tensor) -> None:
+        self.groups = [self.groups[row] for row in ancestors.tolist()]
+        self.states = [self.states[row] for row in ancestors.tolist()]
 
 
 __all__ = ["CompositionSites", "ElementCountSites", "PromptedSites", "SiteConstraint", "SiteConstraintList"]
