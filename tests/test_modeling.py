@@ -401,6 +401,13 @@ def test_sequential_monte_carlo_weighs_masked_proposals_back_to_the_model(model,
     with torch.no_grad():
         forward = model(**tokenizer(list(masked), return_tensors="pt")).log_likelihood
     assert all(score > full for score, full in zip(masked.sequences_scores, forward.tolist(), strict=True))
+    # resampled particles carry their composition state along: every kept sample still has exactly the composition
+    salts = model.generate(16, seed=2, composition={"Na": 1, "Cl": 3}, constraint_sampling="smc", temperature=1.0,
+                           tokenizer=tokenizer)
+    assert {c.composition.reduced_formula for c in salts} == {"NaCl3"}
+    with torch.no_grad():
+        forward = model(**tokenizer(list(salts), return_tensors="pt")).log_likelihood
+    torch.testing.assert_close(torch.tensor(salts.sequences_scores), forward, rtol=0, atol=1e-4)
     # a budget of draws below 32 per sample (num_samples / min_acceptance_rate) leaves fewer particles per sample
     monkeypatch.setattr(model.generation_config, "min_acceptance_rate", 0.1)
     few = model.generate(24, seed=6, max_sites=3, allowed_elements=["Li", "Fe", "O", "P"], temperature=1.0,

@@ -2,7 +2,7 @@
 
     python scripts/benchmarks/benchmark_csp.py --csv ../shared/data/mp_20_biternary/test.csv.gz --num 200
         [--methods search sample] [--groups sampled given] [--k 10] [--samples 100] [--time-limit 20]
-        [--model DIR] [--seed 0] [--threads 2] [--log results.jsonl]
+        [--budget 20000] [--beam-width 64] [--model DIR] [--seed 0] [--threads 2] [--log results.jsonl]
     python scripts/benchmarks/benchmark_csp.py --dataset data_prepared/mp20-biternary-dev --split test --num 200 ...
     python scripts/benchmarks/benchmark_csp.py --csv VAL TEST --formulas NaCl GaN SrTiO3 ... --groups sampled
 
@@ -11,7 +11,8 @@ crystals of those formulas are tokenised here with spglib; or the CSVs' crystals
 predicts the crystals of that composition (any Z), with the space group sampled from the prior or given (that of
 the formula's first crystal in the split):
 
-- ``search``: ``search_structures``, the ``--k`` likeliest crystals by best-first search over the cascade;
+- ``search``: ``search_structures``, the ``--k`` likeliest crystals by best-first search over the cascade (a search
+  cut by ``--budget`` filled from a beam of ``--beam-width``; the log records how many came from it);
 - ``sample``: ``predict_structures``, ``--samples`` draws under the composition masks, the distinct crystals ranked
   by the model's log-probability.
 
