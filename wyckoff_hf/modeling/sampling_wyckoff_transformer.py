@@ -555,19 +555,21 @@ class WyckoffGenerationMixin:
     @staticmethod
     def _resample(particles: int, step: int, keys: torch.Tensor, output: dict[str, torch.Tensor],
                   rows: torch.Tensor, weights: torch.Tensor,
-                  constraints: SiteConstraint) -> tuple[torch.Tensor, torch.Tensor]:
+                  constraints: SiteConstraint) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The resampling step of sequential Monte Carlo. In every group of ``particles`` consecutive rows (one
         sample's particles) whose weights have spread (effective sample size below half the group), each particle
         draws an ancestor with probability ∝ weight (from its own stream, ``keys``, at ``step``) and continues as a
         copy of it, and the group's weights become their mean, so the group's total stays. Finished particles
         (``output``) take part as they are: the copy of one is finished too. ``output["log_weights"]`` then holds
         every particle's weight; returns the rows still sampling and, for each, the index of its ancestor among
-        the ``rows`` given (to copy the loop's state)."""
+        the ``rows`` given (to copy the loop's state), or ``None`` when no group has spread (nothing changes)."""
         total = output["log_weights"].clone()
         total[rows] = weights
         grouped = total.view(-1, particles)
         relative = (grouped - grouped.amax(1, keepdim=True)).exp()
         spread = relative.sum(1) ** 2 / (relative**2).sum(1) < particles / 2
+        if not spread.any():
+            return None
         ancestors = torch.arange(len(total), device=total.device)
         members = spread.repeat_interleave(particles)
         drawn = SampleStreams.choose(keys[members], step, relative[spread].repeat_interleave(particles, 0))
@@ -669,9 +671,10 @@ class WyckoffGenerationMixin:
             state["dof"][:, position] = tables.dof[group, site_symmetry, enumeration]
             used = tables.mark_used(used, group, site_symmetry, enumeration, torch.ones_like(element).bool())
             constraints.place(rows, element, site_symmetry, enumeration)
-            if particles:
-                rows, source = self._resample(particles, 3 * width + position, row_keys, output, rows, weights,
-                                              constraints)
+            resampled = (self._resample(particles, 3 * width + position, row_keys, output, rows, weights, constraints)
+                         if particles else None)
+            if resampled is not None:
+                rows, source = resampled
                 state = {key: value[source] for key, value in state.items()}
                 used, scores, keys, weights = used[source], scores[source], row_keys[rows], output["log_weights"][rows]
         output["attention_mask"] = (output["element_ids"] != config.pad_token_id).long()
