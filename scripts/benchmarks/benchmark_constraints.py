@@ -13,6 +13,7 @@ with ``--modes exact exact``). Rejection of rare constraints needs ``--min-accep
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections import Counter
 
@@ -70,4 +71,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:  # an unknown element, a constraint too rare for --min-acceptance-rate: one line
+        sys.exit(f"benchmark_constraints.py: error: {err}")
