@@ -9,10 +9,11 @@ runs to ``max_sites``: that row is the worst case. A trained MP-20 model stops a
 MP-20 binaries/ternaries have 4.2 sites on average), which ``--max-sites 6`` approximates from above (as a
 mask: the cap stops every sample, as a trained model's STOP would). A checkpoint's default constraints (element
 and atom ranges) are met by rejection, so its row counts accepted samples per second.
-The table says the mean number of sites actually generated next to each figure, and the encoder tokens each
-sample cost (a pass over a prefix of L tokens costs L). On the CPU a last line gives the ceiling those tokens allow: a
-plain matrix product of the encoder's shapes at this machine's rate, divided by the dense layers' 2 × parameters
-floating-point operations per token, is the most samples per second any sampler of this network could reach here.
+The table says the mean number of sites actually generated next to each figure, the encoder tokens each sample cost
+(a pass over a prefix of L tokens costs L) and, on the CPU, the share of the time spent in the encoder. On the CPU
+a last line gives the ceiling those tokens allow: a plain matrix product of the encoder's shapes at this machine's
+rate, divided by the dense layers' 2 × parameters floating-point operations per token, is the most samples per
+second any sampler of this network could reach here.
 """
 
 from __future__ import annotations
@@ -37,16 +38,34 @@ def load_model(path: str | None) -> WyckoffTransformerForCrystalGeneration:
     return WyckoffTransformerForCrystalGeneration(WyckoffTransformerConfig.from_tokenizer(WyckoffTokenizer()))
 
 
+class EncoderTally:
+    """The encoder's tokens and seconds while sampling, from forward hooks on ``model.model`` (the seconds are
+    wall-clock between the hooks: meaningful on the CPU, not for asynchronous CUDA kernels)."""
+
+    def __init__(self, encoder: torch.nn.Module) -> None:
+        self.tokens, self.seconds, self._start = 0, 0.0, 0.0
+        self._hooks = [encoder.register_forward_pre_hook(self._before, with_kwargs=True),
+                       encoder.register_forward_hook(self._after, with_kwargs=True)]
+
+    def _before(self, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        self.tokens += kwargs["element_ids"].numel()
+        self._start = time.perf_counter()
+
+    def _after(self, module: torch.nn.Module, args: tuple, kwargs: dict, output: object) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+    def remove(self) -> None:
+        for hook in self._hooks:
+            hook.remove()
+
+
 def measure(model: WyckoffTransformerForCrystalGeneration, device: str, num_samples: int,
-            batch_size: int | None, max_sites: int) -> tuple[float, float, float]:
-    """Seconds for ``num_samples`` samples (after a small warm-up), the mean number of sites and the encoder tokens
-    per sample."""
+            batch_size: int | None, max_sites: int) -> tuple[float, float, EncoderTally]:
+    """Seconds for ``num_samples`` samples (after a small warm-up), the mean number of sites and the encoder's
+    share of the work."""
     model.to(device)
     model.generate(min(num_samples, 256), seed=1, max_sites=max_sites, constraint_sampling="masked")
-    tokens = [0]
-    counting = model.model.register_forward_pre_hook(
-        lambda module, args, kwargs: tokens.__setitem__(0, tokens[0] + kwargs["element_ids"].numel()),
-        with_kwargs=True)
+    tally = EncoderTally(model.model)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     start = time.perf_counter()
@@ -55,8 +74,8 @@ def measure(model: WyckoffTransformerForCrystalGeneration, device: str, num_samp
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    counting.remove()
-    return seconds, float(out.attention_mask.sum(1).float().mean()) - 1, tokens[0] / num_samples
+    tally.remove()
+    return seconds, float(out.attention_mask.sum(1).float().mean()) - 1, tally
 
 
 def matmul_rate(width: int, intermediate: int) -> float:
@@ -85,14 +104,17 @@ def main() -> None:
     print(f"model: {args.model or 'random init, default config'} (d_model {model.config.hidden_size}, "
           f"{model.config.num_hidden_layers} layers, {parameters / 1e6:.2f} M parameters); "
           f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    print("| device | max_sites | batch | samples | mean sites | encoder tokens per sample | seconds | crystals/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| device | max_sites | batch | samples | mean sites | encoder tokens per sample | encoder share of the time "
+          "| seconds | crystals/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     batch = args.batch_size or DEFAULT_GENERATION_BATCH_SIZE
     for device in args.device:
         for max_sites in args.max_sites or [model.config.max_sites]:
-            seconds, sites, tokens = measure(model, device, args.num_samples, args.batch_size, max_sites)
-            print(f"| {device} | {max_sites} | {batch} | {args.num_samples} | "
-                  f"{sites:.2f} | {tokens:.1f} | {seconds:.2f} | {args.num_samples / seconds:,.0f} |")
+            seconds, sites, tally = measure(model, device, args.num_samples, args.batch_size, max_sites)
+            tokens = tally.tokens / args.num_samples
+            share = f"{tally.seconds / seconds:.0%}" if device == "cpu" else "-"
+            print(f"| {device} | {max_sites} | {batch} | {args.num_samples} | {sites:.2f} | {tokens:.1f} | {share} "
+                  f"| {seconds:.2f} | {args.num_samples / seconds:,.0f} |")
             if device == "cpu":
                 dense = sum(p.numel() for name, p in model.model.layers.named_parameters() if p.dim() == 2)
                 rate = matmul_rate(model.config.hidden_size, model.config.intermediate_size)
