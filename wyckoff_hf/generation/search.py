@@ -161,9 +161,8 @@ class SequenceSearch:
         ``width`` open prefixes of that step (the same number of fields chosen) with the highest log-probability per
         atom placed, and yields the sequences that close, as they close. Every crystal of the composition at one Z
         has the same atoms, so the score per atom estimates where a prefix ends; by score alone the beam fills with
-        long sequences of small sites (on 35 large-cell test formulas the best crystal a width-64 beam found scored
-        log p −33.3 on average by score, −25.8 per atom, in a third of the time). It ends within 3 × ``max_sites``
-        + 1 steps whatever the composition, but it is not exact: a prefix that falls out is never revisited."""
+        long sequences of small sites, whose every step is likely. It ends within 3 × ``max_sites`` + 1 steps
+        whatever the composition, but it is not exact: a prefix that falls out is never revisited."""
         def per_atom(item: tuple[float, Node]) -> float:
             return item[0] / max(self.moves.atoms(item[1].state), 1)
 
