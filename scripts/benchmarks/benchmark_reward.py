@@ -19,13 +19,13 @@ import argparse
 
 import numpy as np
 
+from wyckoff_hf.data import known_crystals
 from wyckoff_hf.evaluation import load_samples
 from wyckoff_hf.evaluation.novelty import KnownKeys
 from wyckoff_hf.evaluation.sun import METASTABLE, sun_flags, wilson_interval
 from wyckoff_hf.prediction import PropertyPredictor
 from wyckoff_hf.rewards import SurrogateStability
 from wyckoff_hf.tokenization import WyckoffRepresentation
-from wyckoff_hf.training.reward import known_crystals
 
 
 def share(flags: np.ndarray) -> str:

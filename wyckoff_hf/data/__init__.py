@@ -10,6 +10,7 @@ from .columns import (
 )
 from .prepared import (
     claim_output_folder,
+    known_crystals,
     load_wyckoff_dataset,
     local_data_files,
     push_prepared_dataset,
@@ -26,6 +27,7 @@ __all__ = [
     "TOKEN_FEATURES",
     "add_wyckoff_columns",
     "claim_output_folder",
+    "known_crystals",
     "load_crystal_csv_splits",
     "load_wyckoff_dataset",
     "local_data_files",

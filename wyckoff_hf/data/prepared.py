@@ -70,6 +70,16 @@ def load_wyckoff_dataset(path_or_hub_id: str | Path, **load_kwargs: object) -> D
     return load_dataset(str(path_or_hub_id), **load_kwargs)
 
 
+def known_crystals(path_or_hub_id: str | Path) -> list:
+    """The train and validation crystals of a prepared dataset (``WyckoffRepresentation``s): what novelty is
+    measured against."""
+    from .columns import representation_from_row
+
+    splits = load_wyckoff_dataset(path_or_hub_id)
+    return [representation_from_row(row) for name in ("train", "validation") if name in splits
+            for row in splits[name].select_columns(["space_group", "site_elements", "letters"])]
+
+
 EXTRA_FILES = ("README.md", "failures.csv", "statistics.json", "distributions.png")
 
 

@@ -60,16 +60,6 @@ from .summary import push_output
 CASCADE_LOGITS = ("element_logits", "site_symmetry_logits", "enumeration_logits")
 
 
-def known_crystals(dataset: str) -> list[WyckoffRepresentation]:
-    """The train and validation crystals of a prepared dataset: what novelty is measured against."""
-    from wyckoff_hf.data import load_wyckoff_dataset
-    from wyckoff_hf.data.columns import representation_from_row
-
-    splits = load_wyckoff_dataset(dataset)
-    return [representation_from_row(row) for name in ("train", "validation") if name in splits
-            for row in splits[name].select_columns(["space_group", "site_elements", "letters"])]
-
-
 def build_reward(reward_args: RewardArguments, data_args: DataArguments, seed: int) -> RewardFunction:
     """The reward ``--reward`` names, each term with the data it needs (the surrogate, the known crystals)."""
     known: list[WyckoffRepresentation] | None = None
@@ -88,6 +78,8 @@ def build_reward(reward_args: RewardArguments, data_args: DataArguments, seed: i
         if name == "uniqueness":
             return Uniqueness()
         if known is None:
+            from wyckoff_hf.data import known_crystals
+
             known = known_crystals(data_args.dataset)
         return Novelty(known) if name == "novelty" else NewTemplate(known)
 
