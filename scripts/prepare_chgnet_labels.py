@@ -2,7 +2,7 @@
 active-learning step of reward fine-tuning: the surrogate learns where the generator goes, not only MP's crystals).
 
     python scripts/prepare_chgnet_labels.py REPORT [REPORT ...] --output-dir data_prepared/chgnet-labels \
-        [--test-share 0.2] [--validation-share 0.1] [--seed 0] [--overwrite]
+        [--previous data_prepared/chgnet-labels-round-1] [--test-share 0.2] [--validation-share 0.1] [--seed 0]
     python scripts/train.py --task property --target formation_energy_per_atom \
         --init-from wyckoff_hf/pretrained/mp20-biternary-formation-energy --dataset data_prepared/chgnet-labels ...
 
@@ -11,7 +11,8 @@ under ``model_cards/`` do); each relaxed sample's CHGNet formation energy and en
 (``stability/relaxations.csv``) become a row, named ``REPORT:INDEX``. A crystal labelled in several reports is
 kept once (its first label); collapsed relaxations are left out. The distinct crystals are split at random into
 train, validation and test, so the test split is held out from fine-tuning and measures the surrogate
-(``benchmark_surrogate.py --dataset``).
+(``benchmark_surrogate.py --dataset``). ``--previous`` (an earlier round's prepared labels) keeps each crystal
+it holds in the split it had there, so a crystal held out in one round is never trained on in the next.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict
 
-from wyckoff_hf.data import claim_output_folder, representation_columns, write_parquet_splits
+from wyckoff_hf.data import claim_output_folder, load_wyckoff_dataset, write_parquet_splits
+from wyckoff_hf.data.columns import representation_columns, representation_from_row
 from wyckoff_hf.evaluation.stability import COLLAPSED_FORMATION_ENERGY
 from wyckoff_hf.tokenization import WyckoffRepresentation, WyckoffTokenizer
 
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--test-share", type=float, default=0.2)
     parser.add_argument("--validation-share", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--previous", type=Path, help="an earlier round's prepared labels: keep their splits")
     args = parser.parse_args()
     if min(args.test_share, args.validation_share) < 0 or args.test_share + args.validation_share >= 1:
         parser.error("--test-share and --validation-share must be at least 0 and leave a share for training")
@@ -72,9 +75,17 @@ def main() -> None:
         claim_output_folder(args.output_dir, args.overwrite)
     except FileExistsError as err:
         parser.error(str(err))
-    order = np.random.default_rng(args.seed).permutation(len(rows))
-    test, validation = round(args.test_share * len(rows)), round(args.validation_share * len(rows))
-    parts = {"test": order[:test], "validation": order[test:test + validation], "train": order[test + validation:]}
+    earlier = {} if args.previous is None else {representation_from_row(row): split for split, rows_there
+                                                in load_wyckoff_dataset(args.previous).items() for row in rows_there}
+    crystals = [representation_from_row(row) for row in rows]
+    parts = {split: [i for i, crystal in enumerate(crystals) if earlier.get(crystal) == split]
+             for split in ("test", "validation", "train")}
+    new = [i for i, crystal in enumerate(crystals) if crystal not in earlier]
+    order = [new[i] for i in np.random.default_rng(args.seed).permutation(len(new))]
+    test, validation = round(args.test_share * len(new)), round(args.validation_share * len(new))
+    for split, part in (("test", order[:test]), ("validation", order[test:test + validation]),
+                        ("train", order[test + validation:])):
+        parts[split] += part
     dataset = DatasetDict({split: Dataset.from_list([rows[i] for i in sorted(part)])
                            for split, part in parts.items() if len(part)})  # an empty split has no schema to write
     write_parquet_splits(dataset, args.output_dir)

@@ -222,6 +222,34 @@ def test_generate_keeps_only_what_the_stability_filter_accepts(tmp_path):
     assert len((out / "log_probabilities.txt").read_text().split()) == 12
 
 
+def test_a_template_balanced_filter_passes_new_templates_as_often_as_known_ones():
+    """Half the known-template samples are predicted stable, so half the new-template ones pass (the two the surrogate
+    ranks lowest), although none of them is within the threshold; the plain threshold keeps no new template."""
+    from wyckoff_hf.rewards.screening import StabilityFilter
+
+    new = [ZNS, WyckoffRepresentation.from_sites(216, [("Ga", "a"), ("As", "c")]), CSCL,
+           WyckoffRepresentation.from_sites(221, [("Cs", "a"), ("Br", "b")])]
+    batch, predicted = [NACL, KCL, *new], {NACL: 0.0, KCL: 0.5, new[0]: 0.3, new[1]: 0.9, CSCL: 0.1, new[3]: 0.2}
+    surrogate = SimpleNamespace(e_above_hull=lambda crystals: np.array([predicted[c] for c in crystals]))
+    plain = StabilityFilter(surrogate)
+    assert plain.passing(batch).tolist() == [True, False, False, False, False, False]
+    plain.new_template = NewTemplate([NACL])
+    assert plain.passing(batch).tolist() == [True, False, False, False, True, True]
+
+
+def test_generate_keeps_template_novelty_when_asked(tiny_dataset, tmp_path, capsys):
+    from wyckoff_hf.cli import main as cli
+
+    out = tmp_path / "balanced"
+    assert cli(["generate", "-n", "8", "--output-dir", str(out), "--stability-filter", FORMATION_ENERGY,
+                "--keep-template-novelty", str(tiny_dataset)]) == 0
+    record = json.loads((out / "manifest.json").read_text())["generation"]["stability_filter"]
+    assert record["kept"] == 8 and record["template_reference"] == str(tiny_dataset)
+    assert cli(["generate", "-n", "2", "--output-dir", str(tmp_path / "x"), "--keep-template-novelty",
+                str(tiny_dataset)]) == 2
+    assert "it needs --stability-filter" in capsys.readouterr().err
+
+
 def test_a_stability_filter_that_keeps_nothing_says_so(tmp_path, capsys):
     from wyckoff_hf.cli import main as cli
 
@@ -302,3 +330,39 @@ def test_chgnet_labels_of_a_report_become_a_dataset_with_a_held_out_split(tmp_pa
     monkeypatch.setattr(sys, "argv", [*again, "--overwrite"])
     load_script("prepare_chgnet_labels").main()
     assert {split: len(part) for split, part in load_wyckoff_dataset(out).items()} == {"train": 2}  # no stale test
+
+
+def test_the_next_round_of_chgnet_labels_keeps_the_held_out_crystals_held_out(tmp_path, monkeypatch):
+    """``--previous``: crystals of the earlier round keep their split (the held-out one stays in test though the new
+    round holds nothing out itself); the new crystals are split as asked."""
+    import sys
+
+    import pandas as pd
+    from conftest import load_script
+
+    from wyckoff_hf.data import load_wyckoff_dataset, representation_from_row
+
+    def report(name, crystals):
+        (tmp_path / name / "stability").mkdir(parents=True)
+        (tmp_path / name / "samples.jsonl").write_text("".join(json.dumps(c.to_dict()) + "\n" for c in crystals))
+        pd.DataFrame({"index": range(len(crystals)), "formation_energy_per_atom": -1.0,
+                      "e_above_hull": 0.0}).to_csv(tmp_path / name / "stability" / "relaxations.csv")
+        return str(tmp_path / name)
+
+    def splits(folder):
+        return {split: {representation_from_row(row) for row in part}
+                for split, part in load_wyckoff_dataset(folder).items()}
+
+    first, second = report("first", [NACL, CSCL, KCL, ZNS]), report("second", [ZNS, CSCL])
+    monkeypatch.setattr(sys, "argv", ["prepare_chgnet_labels.py", first, "--output-dir", str(tmp_path / "round-1"),
+                                      "--test-share", "0.5", "--validation-share", "0"])
+    load_script("prepare_chgnet_labels").main()
+    held_out = splits(tmp_path / "round-1")["test"]
+    assert len(held_out) == 2
+    more = WyckoffRepresentation.from_sites(221, [("Cs", "a"), ("Br", "b")])
+    third = report("third", [more])
+    monkeypatch.setattr(sys, "argv", ["prepare_chgnet_labels.py", second, first, third, "--previous",
+                                      str(tmp_path / "round-1"), "--output-dir", str(tmp_path / "round-2"),
+                                      "--test-share", "0", "--validation-share", "0"])
+    load_script("prepare_chgnet_labels").main()
+    assert splits(tmp_path / "round-2") == {"test": held_out, "train": {NACL, CSCL, KCL, ZNS, more} - held_out}
