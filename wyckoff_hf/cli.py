@@ -121,6 +121,10 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--stability-threshold", type=float, default=0.08, metavar="EV",
                         help="with --stability-filter: the most predicted eV/atom above hull kept "
                              "(default: %(default)s)")
+    parser.add_argument("--keep-template-novelty", default=None, metavar="DATASET",
+                        help="with --stability-filter: structure types new to DATASET (a prepared dataset's train + "
+                             "validation) pass as often as known ones, the surrogate's likeliest stable first, so "
+                             "the filter keeps the sampler's template novelty")
     _add_sampling_arguments(parser)
     parser.set_defaults(run=_run_generate)
 
@@ -255,6 +259,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     from .prediction.cli import load_predictors, record_models, report_sample_predictions, write_sample_predictions
 
     prompt = _prompt(args.space_group, args.prompt_sites)
+    if args.keep_template_novelty and not args.stability_filter:
+        raise ValueError("--keep-template-novelty balances what --stability-filter keeps: it needs --stability-filter")
     condition = args.condition
     if args.guidance_scale != 1.0 and condition is None:
         raise ValueError("--guidance-scale needs --condition")
@@ -273,7 +279,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
         screen = StabilityFilter(SurrogateStability(PropertyPredictor.from_pretrained(args.stability_filter,
                                                                                       args.device)),
-                                 args.stability_threshold)
+                                 args.stability_threshold, args.keep_template_novelty)
     draws = args.num_samples * (MAX_DRAWS_PER_SAMPLE if screen else 1)
     space_group = None if prompt is not None else spread_space_groups(args.space_group, draws)
     chunks = sample_chunks(

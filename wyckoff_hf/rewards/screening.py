@@ -5,16 +5,22 @@ is scored by the surrogate (``rewards.SurrogateStability``: an energy-above-hull
 predictor placed on the proxy hull), and a sample is kept when its predicted energy above hull is at most the
 threshold. The kept samples follow the model's distribution restricted to what the surrogate accepts; their
 ``log_probabilities.txt`` stay the unrestricted model's scores.
+
+A threshold passes fewer new structure types than known ones (new templates are less often stable, and the
+surrogate knows them less), so filtering alone lowers template novelty. With ``template_reference`` (a prepared
+dataset: its train and validation crystals' types are the known ones), each chunk's new-template samples pass as
+often as its known ones do, those the surrogate ranks lowest: the sampler's template novelty is kept, and the filter
+sorts each kind on its own.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from .terms import SurrogateStability
+from .terms import NewTemplate, NotAmongKnown, SurrogateStability
 
 MAX_DRAWS_PER_SAMPLE = 20  # the stream a filter may use: -n × this many draws, then it stops with what it kept
 
@@ -23,19 +29,27 @@ MAX_DRAWS_PER_SAMPLE = 20  # the stream a filter may use: -n × this many draws,
 class StabilityFilter:
     """A surrogate and its threshold (eV/atom above hull), with the counts of what it has screened (``drawn``),
     found within the threshold (``passed``: ``passed / drawn`` is the acceptance rate) and kept (``passed`` less
-    the surplus of the last chunk)."""
+    the surplus of the last chunk); with ``template_reference``, new templates pass at the known ones' rate."""
 
     surrogate: SurrogateStability
     threshold: float = 0.08
+    template_reference: str | None = None
+    new_template: NotAmongKnown | None = field(init=False, default=None)
     drawn: int = 0
     passed: int = 0
     kept: int = 0
+
+    def __post_init__(self) -> None:
+        if self.template_reference is not None:
+            from ..data import known_crystals
+
+            self.new_template = NewTemplate(known_crystals(self.template_reference))
 
     def keep(self, chunks: Iterable[tuple[list, list[float]]], wanted: int) -> Iterator[tuple[list, list[float]]]:
         """Each chunk cut to the samples predicted within ``threshold``, until ``wanted`` are kept."""
         for representations, scores in chunks:
             self.drawn += len(representations)
-            stable = np.flatnonzero(self.surrogate.e_above_hull(representations) <= self.threshold)
+            stable = np.flatnonzero(self.passing(representations))
             self.passed += len(stable)
             stable = stable[:wanted - self.kept]
             self.kept += len(stable)
@@ -43,7 +57,21 @@ class StabilityFilter:
             if self.kept >= wanted:
                 return
 
+    def passing(self, representations: list) -> np.ndarray:
+        """Which samples pass: predicted within ``threshold``; with ``new_template``, new templates instead as
+        often as the known ones pass, the lowest predicted first."""
+        predicted = self.surrogate.e_above_hull(representations)
+        passed = predicted <= self.threshold
+        if self.new_template is not None:
+            new = np.flatnonzero(self.new_template(representations))
+            known = np.setdiff1d(np.arange(len(passed)), new)
+            count = round(passed[known].mean() * len(new)) if len(known) else int(passed[new].sum())
+            passed[new] = False
+            passed[new[np.argsort(predicted[new], kind="stable")[:count]]] = True
+        return passed
+
     def record(self) -> dict[str, object]:
         """What the manifest says about the filter."""
         return {"model": self.surrogate.predictor.name, "column": self.surrogate.column, "threshold": self.threshold,
-                "drawn": self.drawn, "passed": self.passed, "kept": self.kept}
+                "drawn": self.drawn, "passed": self.passed, "kept": self.kept,
+                "template_reference": self.template_reference}
