@@ -2,7 +2,7 @@
 active-learning step of reward fine-tuning: the surrogate learns where the generator goes, not only MP's crystals).
 
     python scripts/prepare_chgnet_labels.py REPORT [REPORT ...] --output-dir data_prepared/chgnet-labels \
-        [--previous data_prepared/chgnet-labels-round-1] [--test-share 0.2] [--validation-share 0.1] [--seed 0]
+        [--previous EARLIER_ROUND] [--test-share 0.2] [--validation-share 0.1] [--seed 0] [--overwrite]
     python scripts/train.py --task property --target formation_energy_per_atom \
         --init-from wyckoff_hf/pretrained/mp20-biternary-formation-energy --dataset data_prepared/chgnet-labels ...
 
