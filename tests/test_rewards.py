@@ -248,6 +248,10 @@ def test_generate_keeps_template_novelty_when_asked(tiny_dataset, tmp_path, caps
     assert cli(["generate", "-n", "2", "--output-dir", str(tmp_path / "x"), "--keep-template-novelty",
                 str(tiny_dataset)]) == 2
     assert "it needs --stability-filter" in capsys.readouterr().err
+    assert cli(["generate", "-n", "2", "--output-dir", str(tmp_path / "y"), "--stability-filter", FORMATION_ENERGY,
+                "--keep-template-novelty", str(tmp_path / "missing")]) == 2
+    assert f"template reference {tmp_path / 'missing'}: not a prepared dataset" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()
 
 
 def test_a_stability_filter_that_keeps_nothing_says_so(tmp_path, capsys):

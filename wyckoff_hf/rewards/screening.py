@@ -43,7 +43,11 @@ class StabilityFilter:
         if self.template_reference is not None:
             from ..data import known_crystals
 
-            self.new_template = NewTemplate(known_crystals(self.template_reference))
+            try:
+                self.new_template = NewTemplate(known_crystals(self.template_reference))
+            except FileNotFoundError as err:
+                raise ValueError(f"template reference {self.template_reference}: not a prepared dataset "
+                                 f"({err})") from None
 
     def keep(self, chunks: Iterable[tuple[list, list[float]]], wanted: int) -> Iterator[tuple[list, list[float]]]:
         """Each chunk cut to the samples predicted within ``threshold``, until ``wanted`` are kept."""
