@@ -245,13 +245,39 @@ def test_generate_keeps_template_novelty_when_asked(tiny_dataset, tmp_path, caps
                 "--keep-template-novelty", str(tiny_dataset)]) == 0
     record = json.loads((out / "manifest.json").read_text())["generation"]["stability_filter"]
     assert record["kept"] == 8 and record["template_reference"] == str(tiny_dataset)
-    assert cli(["generate", "-n", "2", "--output-dir", str(tmp_path / "x"), "--keep-template-novelty",
-                str(tiny_dataset)]) == 2
+    assert cli(["generate", "-n", "2", "--output-dir", str(tmp_path / "x"), "--no-stability-filter",
+                "--keep-template-novelty", str(tiny_dataset)]) == 2
     assert "it needs --stability-filter" in capsys.readouterr().err
     assert cli(["generate", "-n", "2", "--output-dir", str(tmp_path / "y"), "--stability-filter", FORMATION_ENERGY,
                 "--keep-template-novelty", str(tmp_path / "missing")]) == 2
     assert f"template reference {tmp_path / 'missing'}: not a prepared dataset" in capsys.readouterr().err
     assert not (tmp_path / "y").exists()
+
+
+def test_the_default_sampler_is_the_reward_tuned_generator_behind_the_chgnet_labelled_filter(tmp_path, capsys):
+    from wyckoff_hf.cli import main as cli
+    from wyckoff_hf.evaluation import load_samples
+    from wyckoff_hf.generation.jobs import DEFAULT_MODEL, DEFAULT_SAMPLER
+    from wyckoff_hf.prediction import PropertyPredictor
+
+    def generation(name: str, *extra: str) -> dict:
+        assert cli(["generate", "-n", "4", "--seed", "3", "--output-dir", str(tmp_path / name), *extra]) == 0
+        return json.loads((tmp_path / name / "manifest.json").read_text())["generation"]
+
+    default = generation("default")
+    screened = default["stability_filter"]
+    assert default["model"] == str(DEFAULT_SAMPLER.generator)
+    assert screened["model"] == str(DEFAULT_SAMPLER.stability_filter)
+    assert screened["kept"] == 4 <= screened["passed"] < screened["drawn"] and screened["threshold"] == 0.08
+    surrogate = SurrogateStability(PropertyPredictor.from_pretrained(DEFAULT_SAMPLER.stability_filter))
+    assert (surrogate.e_above_hull(load_samples(tmp_path / "default").representations) <= 0.08).all()
+    unfiltered = generation("unfiltered", "--no-stability-filter")
+    assert unfiltered["model"] == str(DEFAULT_SAMPLER.generator) and "stability_filter" not in unfiltered
+    named = generation("named", "--model", str(DEFAULT_MODEL))  # a model the user names is sampled as it is
+    assert named["model"] == str(DEFAULT_MODEL) and "stability_filter" not in named
+    assert cli(["generate", "-n", "2", "--output-dir", str(tmp_path / "both"), "--no-stability-filter",
+                "--stability-filter", FORMATION_ENERGY]) == 2
+    assert "--stability-filter and --no-stability-filter contradict each other" in capsys.readouterr().err
 
 
 def test_a_stability_filter_that_keeps_nothing_says_so(tmp_path, capsys):

@@ -54,7 +54,7 @@ def _add_realisation_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: %(default)s)")
 
 
-def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_sampling_arguments(parser: argparse.ArgumentParser, default_model: str) -> None:
     """The options that ``generate`` and ``csp`` share: output folder, model, sampling, realisation."""
     parser.add_argument("--output-dir", default=None,
                         help="output folder: samples.jsonl, manifest.json, structures/ (new or empty; with "
@@ -64,7 +64,7 @@ def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the files an earlier wyckoff-hf job wrote in OUTPUT_DIR (those its manifest.json "
                              "lists); a folder holding anything else is refused")
     parser.add_argument("--model", default=None,
-                        help="saved model folder or Hub id (default: the shipped mp20-biternary checkpoint)")
+                        help=f"saved model folder or Hub id (default: {default_model})")
     parser.add_argument("--temperature", type=positive_float, default=None,
                         help="sampling temperature of every field (default: the checkpoint's calibrated one)")
     add_field_temperature_option(parser)
@@ -125,7 +125,11 @@ def _add_generate(subparsers: argparse._SubParsersAction) -> None:
                         help="with --stability-filter: structure types new to DATASET (a prepared dataset's train + "
                              "validation) pass as often as known ones, the surrogate's likeliest stable first, so "
                              "the filter keeps the sampler's template novelty")
-    _add_sampling_arguments(parser)
+    parser.add_argument("--no-stability-filter", action="store_true",
+                        help="drop the default sampler's stability filter (it applies only without --model): its "
+                             "generator's draws as they come")
+    _add_sampling_arguments(parser, "the default sampler, the shipped mp20-biternary-reward generator behind "
+                                    "--stability-filter mp20-biternary-stability-surrogate")
     parser.set_defaults(run=_run_generate)
 
 
@@ -156,7 +160,7 @@ def _add_csp(subparsers: argparse._SubParsersAction) -> None:
                         help="rank the listed crystals a second time by CHGNet energy per atom after relaxation "
                              "(evaluate's screened protocol; about 10-20 s per crystal and process; needs the "
                              "stability extra)")
-    _add_sampling_arguments(parser)
+    _add_sampling_arguments(parser, "the shipped mp20-biternary checkpoint, trained by likelihood on the data")
     parser.set_defaults(run=_run_csp)
 
 
@@ -253,12 +257,18 @@ def _sampling_error(err: ValueError, rate: float) -> ValueError:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from .generation.jobs import effective_generation_settings, sample_chunks, spread_space_groups
+    from .generation.jobs import DEFAULT_SAMPLER, effective_generation_settings, sample_chunks, spread_space_groups
     from .generation.output import PREDICTIONS_FILE, SampleWriter, prepare_output_dir
     from .generation.support import check_condition_support
     from .prediction.cli import load_predictors, record_models, report_sample_predictions, write_sample_predictions
 
     prompt = _prompt(args.space_group, args.prompt_sites)
+    if args.stability_filter and args.no_stability_filter:
+        raise ValueError("--stability-filter and --no-stability-filter contradict each other: pass one")
+    if args.model is None:  # the default sampler: S.U.N. 69 % where the shipped checkpoint alone has 53 % (README)
+        args.model = str(DEFAULT_SAMPLER.generator)
+        args.stability_filter = None if args.no_stability_filter else args.stability_filter or str(
+            DEFAULT_SAMPLER.stability_filter)
     if args.keep_template_novelty and not args.stability_filter:
         raise ValueError("--keep-template-novelty balances what --stability-filter keeps: it needs --stability-filter")
     condition = args.condition

@@ -12,6 +12,7 @@ _EXPORTS = {
     "SearchResults": ".search",
     "search_structures": ".search",
     "DEFAULT_MODEL": ".jobs",
+    "DEFAULT_SAMPLER": ".jobs",
     "PRETRAINED": ".jobs",
     "load_generator": ".jobs",
     "sample_chunks": ".jobs",

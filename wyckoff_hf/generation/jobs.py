@@ -9,13 +9,25 @@ import re
 import socket
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlparse
 
 from ..utils.devices import check_device
 
 PRETRAINED = Path(__file__).resolve().parent.parent / "pretrained"  # the shipped checkpoints
-DEFAULT_MODEL = PRETRAINED / "mp20-biternary"
+DEFAULT_MODEL = PRETRAINED / "mp20-biternary"  # the data's likelihood: csp, scoring, the pipeline's default
+
+
+class DefaultSampler(NamedTuple):
+    """What ``wyckoff-hf generate`` samples without ``--model``: a reward-tuned generator whose draws a surrogate
+    trained on CHGNet labels screens (README, "Fine-tuned and filtered")."""
+
+    generator: Path
+    stability_filter: Path
+
+
+DEFAULT_SAMPLER = DefaultSampler(generator=PRETRAINED / "mp20-biternary-reward",
+                                 stability_filter=PRETRAINED / "mp20-biternary-stability-surrogate")
 SAMPLING_CHUNK = 2048  # samples per generate() call: one model batch, and one step of the progress bar
 HUB_PROBE_SECONDS = 3.0
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
