@@ -265,10 +265,10 @@ def _run_generate(args: argparse.Namespace) -> int:
     prompt = _prompt(args.space_group, args.prompt_sites)
     if args.stability_filter and args.no_stability_filter:
         raise ValueError("--stability-filter and --no-stability-filter contradict each other: pass one")
-    if args.model is None:  # the default sampler: S.U.N. 69 % where the shipped checkpoint alone has 53 % (README)
+    if args.model is None:  # the default sampler (README, "Fine-tuned and filtered": why it is the default)
         args.model = str(DEFAULT_SAMPLER.generator)
-        args.stability_filter = None if args.no_stability_filter else args.stability_filter or str(
-            DEFAULT_SAMPLER.stability_filter)
+        if not args.no_stability_filter:
+            args.stability_filter = args.stability_filter or str(DEFAULT_SAMPLER.stability_filter)
     if args.keep_template_novelty and not args.stability_filter:
         raise ValueError("--keep-template-novelty balances what --stability-filter keeps: it needs --stability-filter")
     condition = args.condition
