@@ -26,6 +26,7 @@ from wyckoff_hf.evaluation.report import evaluate
 from wyckoff_hf.generation.output import write_samples
 from wyckoff_hf.generation.realisation import RealisationSettings
 from wyckoff_hf.tokenization import WyckoffRepresentation
+from wyckoff_hf.tokenization import time_limit as time_limit_module
 from wyckoff_hf.tokenization.time_limit import TimeLimitExceeded, time_limit
 from wyckoff_hf.utils.cluster import ClusterTaskError, cluster_as_completed, connect
 from wyckoff_hf.utils.parallel import parallel_as_completed, parallel_map
@@ -62,6 +63,25 @@ def spin_under_a_limit(seconds: float) -> tuple[bool, bool, float]:
     return struck, threading.current_thread() is threading.main_thread(), time.perf_counter() - start
 
 
+def spin_past_a_swallowed_strike(seconds: float) -> tuple[int, bool, float]:
+    """Busy Python whose first strike a bare ``except`` swallows (as pyxtal's lattice code can), then more busy
+    Python: strikes swallowed, struck in the end?, seconds."""
+    start, swallowed = time.perf_counter(), 0
+    try:
+        with time_limit(seconds):
+            try:
+                while time.perf_counter() - start < 20:
+                    pass
+            except:  # noqa: E722 -- the library's bare except under test
+                swallowed += 1
+            while time.perf_counter() - start < 20:
+                pass
+        struck = False
+    except TimeLimitExceeded:
+        struck = True
+    return swallowed, struck, time.perf_counter() - start
+
+
 def slow_square(x: int) -> int:
     time.sleep(0.4)
     return x * x
@@ -83,6 +103,18 @@ def test_a_time_limit_strikes_off_the_main_thread():
     thread.join(30)
     (struck, main_thread, seconds), = result
     assert struck and not main_thread and seconds < 5
+
+
+def test_a_time_limit_strikes_again_after_a_bare_except_swallowed_it(monkeypatch):
+    monkeypatch.setattr(time_limit_module, "RESTRIKE", 0.2)
+    swallowed, struck, seconds = spin_past_a_swallowed_strike(0.2)
+    assert (swallowed, struck) == (1, True) and seconds < 5
+    result = []
+    thread = threading.Thread(target=lambda: result.append(spin_past_a_swallowed_strike(0.2)))
+    thread.start()
+    thread.join(30)
+    (swallowed, struck, seconds), = result
+    assert (swallowed, struck) == (1, True) and seconds < 5
 
 
 def test_maps_give_the_local_results_on_the_cluster(cluster):

@@ -269,6 +269,7 @@ def test_the_default_sampler_is_the_reward_tuned_generator_behind_the_chgnet_lab
     assert default["model"] == str(DEFAULT_SAMPLER.generator)
     assert screened["model"] == str(DEFAULT_SAMPLER.stability_filter)
     assert screened["kept"] == 4 <= screened["passed"] < screened["drawn"] and screened["threshold"] == 0.08
+    assert screened["drawn"] == 16  # one chunk of 4 × -n was enough: a small -n does not draw 20 × -n
     surrogate = SurrogateStability(PropertyPredictor.from_pretrained(DEFAULT_SAMPLER.stability_filter))
     assert (surrogate.e_above_hull(load_samples(tmp_path / "default").representations) <= 0.08).all()
     unfiltered = generation("unfiltered", "--no-stability-filter")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,9 +137,12 @@ class ConvexHullReference:
     def e_above_hull(self, composition: Composition | str, formation_energy_per_atom: float) -> float:
         """Energy above the hull (eV/atom); negative when the point lies below it (a new hull phase)."""
         composition = Composition(composition)
-        diagram = self.phase_diagram(el.symbol for el in composition.elements)
-        entry = PDEntry(composition, formation_energy_per_atom * composition.num_atoms)
-        _, above = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True, check_stable=False)
+        with warnings.catch_warnings():  # pymatgen orders formulas by electronegativity and warns, for an element
+            # without one (Fl, sampled now and then), that it sorts it last; the hull does not depend on it
+            warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+            diagram = self.phase_diagram(el.symbol for el in composition.elements)
+            entry = PDEntry(composition, formation_energy_per_atom * composition.num_atoms)
+            _, above = diagram.get_decomp_and_e_above_hull(entry, allow_negative=True, check_stable=False)
         return float(above)
 
     def chgnet_e_above_hull(self, structure: Structure, total_energy: float) -> float:

@@ -23,6 +23,8 @@ import numpy as np
 from .terms import NewTemplate, NotAmongKnown, SurrogateStability
 
 MAX_DRAWS_PER_SAMPLE = 20  # the stream a filter may use: -n × this many draws, then it stops with what it kept
+CHUNK_DRAWS_PER_SAMPLE = 4  # one chunk's draws per wanted sample: at the default sampler's pass rate (57 %) one chunk
+# is nearly always enough, so a small -n draws a few times -n, not the whole stream's 20 × -n
 
 
 @dataclass
@@ -60,6 +62,15 @@ class StabilityFilter:
             yield [representations[i] for i in stable], [scores[i] for i in stable]
             if self.kept >= wanted:
                 return
+
+    @staticmethod
+    def chunk_size(wanted: int) -> int:
+        """Draws per chunk for ``wanted`` samples, at most one model batch (``SAMPLING_CHUNK``). With a template
+        reference the balance is struck per chunk, so a smaller chunk balances over fewer samples: less exactly,
+        as fairly."""
+        from ..generation.jobs import SAMPLING_CHUNK
+
+        return min(SAMPLING_CHUNK, CHUNK_DRAWS_PER_SAMPLE * wanted)
 
     def passing(self, representations: list) -> np.ndarray:
         """Which samples pass: predicted within ``threshold``; with ``new_template``, new templates instead as
