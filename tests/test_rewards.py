@@ -237,6 +237,17 @@ def test_a_template_balanced_filter_passes_new_templates_as_often_as_known_ones(
     assert plain.passing(batch).tolist() == [True, False, False, False, True, True]
 
 
+def test_the_filter_never_passes_a_rigid_crystal_whose_one_structure_has_another_group():
+    from wyckoff_hf.rewards.screening import StabilityFilter
+
+    cscl_type = WyckoffRepresentation.from_sites(225, [("Li", "a"), ("Li", "b"), ("Cd", "c")])  # Pm-3m, a/2
+    surrogate = SimpleNamespace(e_above_hull=lambda crystals: np.zeros(len(crystals)))
+    screen = StabilityFilter(surrogate)
+    assert screen.passing([NACL, cscl_type]).tolist() == [True, False]
+    screen.new_template = NewTemplate([NACL])  # a new template passes as often as NaCl does, but not this one
+    assert screen.passing([NACL, cscl_type]).tolist() == [True, False]
+
+
 def test_generate_keeps_template_novelty_when_asked(tiny_dataset, tmp_path, capsys):
     from wyckoff_hf.cli import main as cli
 

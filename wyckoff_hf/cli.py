@@ -293,9 +293,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     draws = args.num_samples * (MAX_DRAWS_PER_SAMPLE if screen else 1)
     space_group = None if prompt is not None else spread_space_groups(args.space_group, draws)
     chunks = sample_chunks(
-        model, tokenizer, draws, space_group, seed=args.seed,
+        model, tokenizer, draws, space_group, seed=args.seed, temperature=args.temperature,
         chunk_size=screen.chunk_size(args.num_samples) if screen else None,
-        temperature=args.temperature,
         field_temperatures=args.field_temperatures, allowed_elements=args.allowed_elements,
         required_elements=args.required_elements, prompt=prompt, condition=condition,
         guidance_scale=args.guidance_scale, num_elements_range=args.num_elements_range,

@@ -166,6 +166,11 @@ class WyckoffRepresentation:
         return structure_library("pymatgen.core").Composition(dict(counts))
 
     @property
+    def rigid(self) -> bool:
+        """Every site fixed in a cubic group: one structure up to scale, whatever the seed of a placement."""
+        return self.space_group >= FIRST_CUBIC_GROUP and all(site.dof == 0 for site in self.sites)
+
+    @property
     def elements(self) -> tuple[str, ...]:
         """Distinct elements, in site order."""
         return tuple(dict.fromkeys(site.element for site in self.sites))
@@ -242,8 +247,7 @@ class WyckoffRepresentation:
         if symmetry_retries < 0:
             raise ValueError(f"symmetry_retries must be non-negative, got {symmetry_retries}")
         expected = self.canonical() if symprec is not None else None
-        # every site fixed in a cubic group: the structure is the same up to scale whatever the seed
-        forced = self.space_group >= FIRST_CUBIC_GROUP and all(site.dof == 0 for site in self.sites)
+        forced = self.rigid
         seeds = [seed] + [None if seed is None else _retry_seed(seed, retry)
                           for retry in range(1, 1 + (0 if forced else symmetry_retries))]
         read_back: list[WyckoffRepresentation | None] = []
