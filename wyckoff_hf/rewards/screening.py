@@ -26,7 +26,7 @@ from ..tokenization import RealizationError, WyckoffRepresentation
 from .terms import NewTemplate, NotAmongKnown, SurrogateStability
 
 MAX_DRAWS_PER_SAMPLE = 20  # the stream a filter may use: -n × this many draws, then it stops with what it kept
-CHUNK_DRAWS_PER_SAMPLE = 4  # one chunk's draws per wanted sample: at the default sampler's pass rate (57 %) one chunk
+CHUNK_DRAWS_PER_SAMPLE = 4  # one chunk's draws per wanted sample: at the default sampler's pass rate (56 %) one chunk
 # is nearly always enough, so a small -n draws a few times -n, not the whole stream's 20 × -n
 
 
@@ -95,7 +95,7 @@ class StabilityFilter:
         """Which samples pass: realisable and predicted within ``threshold``; with ``new_template``, new templates
         instead as often as the known ones pass, the lowest predicted first."""
         predicted = self.surrogate.e_above_hull(representations)
-        judged = range(len(predicted)) if self.new_template else np.flatnonzero(predicted <= self.threshold)
+        judged = range(len(predicted)) if self.new_template is not None else np.flatnonzero(predicted <= self.threshold)
         predicted[[i for i in judged if not realisable(representations[i])]] = np.inf  # never passes
         passed = predicted <= self.threshold
         if self.new_template is not None:
