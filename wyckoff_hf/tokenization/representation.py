@@ -247,9 +247,8 @@ class WyckoffRepresentation:
         if symmetry_retries < 0:
             raise ValueError(f"symmetry_retries must be non-negative, got {symmetry_retries}")
         expected = self.canonical() if symprec is not None else None
-        forced = self.rigid
         seeds = [seed] + [None if seed is None else _retry_seed(seed, retry)
-                          for retry in range(1, 1 + (0 if forced else symmetry_retries))]
+                          for retry in range(1, 1 + (0 if self.rigid else symmetry_retries))]
         read_back: list[WyckoffRepresentation | None] = []
         try:
             with time_limit(timeout):
@@ -275,7 +274,7 @@ class WyckoffRepresentation:
         else:
             what = (f"realised in group {found.space_group} ({found.symbol}), sampled {self.space_group} "
                     f"({self.symbol})")
-        if forced:
+        if self.rigid:
             why = "every site is fixed in a cubic cell, so no seed can realise it in its group"
         else:
             why = f"{len(read_back)} of {len(seeds)} pyxtal seeds placed it, none as sampled (spglib symprec {symprec})"
